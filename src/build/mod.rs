@@ -1,0 +1,37 @@
+//! The orchestration: turn a request into a plan, then execute it stage by stage.
+
+use crate::cli::Cli;
+
+/// Errors a user caused (bad input): exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Runs one invocation of dib-create.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let _ = cli;
+    Err(UsageError("not implemented yet".into()).into())
+}
+
+/// The error chain, printed once: outermost context first.
+pub fn render_error(e: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p: &String| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join("\n  caused by: ")
+}
+
+/// 2 for bad input, 130/143 for signals, 1 for everything else.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(sig) = crate::host::interrupt::signal() {
+        return 128u8.saturating_add(sig as u8);
+    }
+    if e.chain().any(|c| c.is::<UsageError>()) {
+        return 2;
+    }
+    1
+}

@@ -1,0 +1,232 @@
+//! Command line: disk-image-create's flags, parsed into a typed [`Request`].
+//!
+//! Every flag of disk-image-create parses with DIB's meaning. Flags whose
+//! behaviour lands in a later stage say so at run time (exit 2), never at parse
+//! time, so scripts written for DIB keep parsing.
+
+use clap::{ArgAction, Parser, ValueEnum};
+use std::path::PathBuf;
+
+/// Output formats of the plan printed by `--dry-run`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Json,
+    Yaml,
+}
+
+/// The accelerator for boot tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Accel {
+    /// Probe KVM briefly and fall back to TCG.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "dib-create",
+    version,
+    about = "Compose disk images from diskimage-builder elements",
+    long_about = "Compose disk images from diskimage-builder (DIB) elements.\n\n\
+        dib-create reads the same elements, flags and DIB_* variables as disk-image-create, \
+        and builds the root filesystem, block devices and outputs they describe.",
+    after_help = "Environment: ELEMENTS_PATH (colon-separated element directories, searched \
+        before the shipped ones), DIB_* variables as in disk-image-create, \
+        break=before-<phase>|after-<phase>|after-error to get a shell.",
+    next_line_help = false
+)]
+pub struct Cli {
+    /// Elements to include in the image.
+    #[arg(value_name = "ELEMENT", required_unless_present_any = ["cleanup"])]
+    pub elements: Vec<String>,
+
+    // ---- Image ----
+    /// Architecture of the image, in dpkg naming (amd64, arm64, armhf, ...).
+    #[arg(short = 'a', value_name = "ARCH", env = "ARCH", help_heading = "Image")]
+    pub arch: Option<String>,
+    /// Image file name without extension.
+    #[arg(short = 'o', value_name = "NAME", default_value = "image", help_heading = "Image")]
+    pub output: String,
+    /// Output types, comma separated: qcow2, raw, vhd, vmdk, tar, tgz, squashfs, docker, oci, aci, ...
+    #[arg(short = 't', value_name = "TYPES", default_value = "qcow2", help_heading = "Image")]
+    pub types: String,
+    /// Do not compress the qcow2 output.
+    #[arg(short = 'u', help_heading = "Image")]
+    pub uncompressed: bool,
+    /// Extra packages to install after install.d (comma separated, repeatable).
+    #[arg(short = 'p', value_name = "PKGS", action = ArgAction::Append, help_heading = "Image")]
+    pub packages: Vec<String>,
+    /// Do not add the `base` element.
+    #[arg(short = 'n', help_heading = "Image")]
+    pub no_base: bool,
+    /// Write sha256 and md5 checksum files beside each output.
+    #[arg(long, help_heading = "Image")]
+    pub checksum: bool,
+    /// Image size in GiB (default: computed from the tree).
+    #[arg(long, value_name = "GIB", help_heading = "Image")]
+    pub image_size: Option<f64>,
+    /// Extra space in MiB added to the computed tree size instead of the 60% fill factor.
+    #[arg(long, value_name = "MIB", help_heading = "Image")]
+    pub image_extra_size: Option<u64>,
+    /// Label of the root filesystem (default cloudimg-rootfs, img-rootfs for xfs).
+    #[arg(long, value_name = "LABEL", help_heading = "Image")]
+    pub root_label: Option<String>,
+    /// Options passed to mkfs for the root filesystem.
+    #[arg(long, value_name = "OPTS", allow_hyphen_values = true, help_heading = "Image")]
+    pub mkfs_options: Option<String>,
+    /// Journal size in MiB of the root ext filesystem (default 64).
+    #[arg(long, value_name = "MIB", help_heading = "Image")]
+    pub mkfs_journal_size: Option<u64>,
+    /// Extra qemu-img convert options (e.g. "compat=0.10").
+    #[arg(long, value_name = "OPTS", allow_hyphen_values = true, help_heading = "Image")]
+    pub qemu_img_options: Option<String>,
+    /// Maximum size the root filesystem may be grown online to, in blocks.
+    #[arg(long, value_name = "BLOCKS", help_heading = "Image")]
+    pub max_online_resize: Option<u64>,
+    /// Repository and tag of a docker output (default: the image name).
+    #[arg(long, value_name = "TARGET", help_heading = "Image")]
+    pub docker_target: Option<String>,
+    /// Element used to build a ramdisk image.
+    #[arg(long, value_name = "ELEMENT", help_heading = "Image")]
+    pub ramdisk_element: Option<String>,
+    /// Default installation type for source elements (package, source, ...).
+    #[arg(long, value_name = "TYPE", help_heading = "Image")]
+    pub install_type: Option<String>,
+
+    // ---- Build environment ----
+    /// Cache directory (packages, bootstrapped roots).
+    #[arg(long, value_name = "DIR", env = "DIB_IMAGE_CACHE", help_heading = "Build")]
+    pub image_cache: Option<PathBuf>,
+    /// Do not update cached resources from the network.
+    #[arg(long, help_heading = "Build")]
+    pub offline: bool,
+    /// Do not build in a tmpfs.
+    #[arg(long, help_heading = "Build")]
+    pub no_tmpfs: bool,
+    /// Minimum memory in GiB for building in tmpfs.
+    #[arg(long, value_name = "GIB", help_heading = "Build")]
+    pub min_tmpfs: Option<u64>,
+    /// Clear the environment before building (keeps only a safe list of variables).
+    #[arg(short = 'c', help_heading = "Build")]
+    pub clear_env: bool,
+    /// Trace hooks (repeat for more detail: -x runs hooks with bash -x).
+    #[arg(short = 'x', action = ArgAction::Count, help_heading = "Build")]
+    pub trace: u8,
+    /// Write the build log to FILE as well.
+    #[arg(long, value_name = "FILE", help_heading = "Build")]
+    pub logfile: Option<PathBuf>,
+    /// Keep the build directory (and its mounts undone) after a failure, for debugging.
+    #[arg(long, help_heading = "Build")]
+    pub keep_on_failure: bool,
+    /// Undo what a killed build left behind in its build directory, then exit.
+    #[arg(long, value_name = "BUILD_DIR", help_heading = "Build", conflicts_with = "elements")]
+    pub cleanup: Option<PathBuf>,
+
+    // ---- Plan ----
+    /// Resolve everything and print the plan; touch nothing.
+    #[arg(long, help_heading = "Plan")]
+    pub dry_run: bool,
+    /// Format of the --dry-run plan.
+    #[arg(long, value_enum, default_value = "text", help_heading = "Plan")]
+    pub format: PlanFormat,
+
+    // ---- Boot test ----
+    /// After building, boot the image in qemu and wait for a login prompt (timeout in seconds).
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "600", help_heading = "Boot test")]
+    pub boot_test: Option<u64>,
+    /// Accelerator for --boot-test.
+    #[arg(long, value_enum, default_value = "auto", help_heading = "Boot test")]
+    pub accel: Accel,
+}
+
+impl Cli {
+    /// The output types, split and trimmed, without empties.
+    pub fn output_types(&self) -> Vec<String> {
+        split_list(&self.types)
+    }
+
+    /// The `-p` packages, flattened from comma lists.
+    pub fn extra_packages(&self) -> Vec<String> {
+        self.packages.iter().flat_map(|p| split_list(p)).collect()
+    }
+}
+
+/// Splits a comma- or space-separated list, dropping empty items.
+pub fn split_list(s: &str) -> Vec<String> {
+    s.split([',', ' '])
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// The host architecture in dpkg naming.
+pub fn host_arch() -> &'static str {
+    dpkg_arch(std::env::consts::ARCH)
+}
+
+/// Maps uname/rust architecture names to dpkg names, as DIB's `ARCH` expects.
+pub fn dpkg_arch(arch: &str) -> &str {
+    match arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" | "armv7l" | "armv7" => "armhf",
+        "i386" | "i686" | "x86" => "i386",
+        "powerpc64le" | "ppc64el" => "ppc64el",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn dib_defective_flags_parse() {
+        let c = Cli::try_parse_from([
+            "dib-create",
+            "--image-extra-size",
+            "200",
+            "--mkfs-journal-size",
+            "32",
+            "-t",
+            "qcow2,tar",
+            "-p",
+            "vim,curl",
+            "-p",
+            "less",
+            "-x",
+            "-x",
+            "debian-minimal",
+        ])
+        .unwrap();
+        assert_eq!(c.image_extra_size, Some(200));
+        assert_eq!(c.mkfs_journal_size, Some(32));
+        assert_eq!(c.output_types(), ["qcow2", "tar"]);
+        assert_eq!(c.extra_packages(), ["vim", "curl", "less"]);
+        assert_eq!(c.trace, 2);
+    }
+
+    #[test]
+    fn mkfs_options_take_hyphen_values() {
+        let c = Cli::try_parse_from(["dib-create", "--mkfs-options", "-i 8192", "x"]).unwrap();
+        assert_eq!(c.mkfs_options.as_deref(), Some("-i 8192"));
+    }
+
+    #[test]
+    fn arch_names_map_to_dpkg() {
+        assert_eq!(dpkg_arch("x86_64"), "amd64");
+        assert_eq!(dpkg_arch("aarch64"), "arm64");
+        assert_eq!(dpkg_arch("armhf"), "armhf");
+    }
+}

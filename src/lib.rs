@@ -1,0 +1,24 @@
+//! dib-create: an element-based disk image composer that runs diskimage-builder
+//! elements unchanged. The pipeline layers each live in their own module:
+//!
+//! - [`cli`]: DIB-compatible flags into a typed request;
+//! - [`element`]: discovery, dependency resolution, hooks, package-installs, pkg-map;
+//! - [`plan`]: the resolved, printable build plan;
+//! - [`hooks`]: running phases outside and inside the chroot;
+//! - [`rootfs`]: the chroot and foreign architectures;
+//! - [`blockdev`]: block-device YAML, partitions, filesystems;
+//! - [`output`]: image formats;
+//! - [`cache`]: package and root caches;
+//! - [`host`]: the only layer that touches the host.
+
+pub mod blockdev;
+pub mod build;
+pub mod cache;
+pub mod cli;
+pub mod element;
+pub mod hooks;
+pub mod host;
+pub mod output;
+pub mod paths;
+pub mod plan;
+pub mod rootfs;
