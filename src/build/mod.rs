@@ -1,5 +1,8 @@
 //! The orchestration: turn a request into a plan, then execute it stage by stage.
 
+pub mod builddir;
+pub mod execute;
+
 use crate::cli::Cli;
 
 /// Errors a user caused (bad input): exit code 2.

@@ -1,1 +1,426 @@
-//! hooks layer.
+//! Running element phases: the merged hooks tree, the per-phase environment
+//! (environment.d sourced once per phase, where the phase runs), one process
+//! per hook through its own shebang, timings, and `break=` shells.
+
+pub mod tree;
+
+use anyhow::Context;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::host::{Cmd, log};
+use crate::plan::Plan;
+use crate::rootfs::chroot::IN_TARGET;
+
+/// PATH inside the chroot: our build-time helpers first.
+pub const CHROOT_PATH: &str =
+    "/tmp/in_target.d/dib-create/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Where a phase's hooks run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    Outside,
+    Chroot,
+}
+
+/// Every phase, in order, and where it runs (DIB's table).
+pub const PHASES: &[(&str, Place)] = &[
+    ("root.d", Place::Outside),
+    ("extra-data.d", Place::Outside),
+    ("pre-install.d", Place::Chroot),
+    ("install.d", Place::Chroot),
+    ("post-install.d", Place::Chroot),
+    ("post-root.d", Place::Outside),
+    ("block-device.d", Place::Outside),
+    ("pre-finalise.d", Place::Outside),
+    ("finalise.d", Place::Chroot),
+    ("cleanup.d", Place::Outside),
+];
+
+/// Where `phase` runs.
+pub fn place_of(phase: &str) -> Place {
+    PHASES
+        .iter()
+        .find(|(p, _)| *p == phase)
+        .map(|(_, w)| *w)
+        .unwrap_or(Place::Outside)
+}
+
+/// A hook that failed: what a user needs to find and fix it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "hook {script} of element {element} failed in phase {phase} (exit code {code}); last output:\n{tail}"
+)]
+pub struct HookFailed {
+    pub phase: String,
+    pub element: String,
+    pub script: String,
+    pub code: String,
+    pub tail: String,
+}
+
+/// One row of the timing table.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    pub phase: String,
+    pub element: String,
+    pub script: String,
+    pub elapsed: Duration,
+    pub ok: bool,
+}
+
+/// The directories of one build that hooks see.
+#[derive(Clone, Debug)]
+pub struct BuildDirs {
+    pub build: PathBuf,
+    pub target: PathBuf,
+    pub hooks: PathBuf,
+}
+
+/// Runs phases of a plan and keeps their timings.
+pub struct PhaseRunner<'a> {
+    plan: &'a Plan,
+    dirs: BuildDirs,
+    extra_env: BTreeMap<String, String>,
+    pub timings: Vec<Timing>,
+}
+
+impl<'a> PhaseRunner<'a> {
+    pub fn new(plan: &'a Plan, dirs: BuildDirs) -> Self {
+        PhaseRunner {
+            plan,
+            dirs,
+            extra_env: BTreeMap::new(),
+            timings: Vec::new(),
+        }
+    }
+
+    /// Adds or overrides a variable for all later phases (IMAGE_BLOCK_DEVICE, ...).
+    pub fn set_env(&mut self, k: &str, v: impl Into<String>) {
+        self.extra_env.insert(k.to_string(), v.into());
+    }
+
+    /// The environment a phase starts from, before environment.d.
+    pub fn base_env(&self, place: Place) -> BTreeMap<String, String> {
+        let mut env = self.plan.hook_env.clone();
+        let d = &self.dirs;
+        for (k, v) in [
+            ("TMP_BUILD_DIR", &d.build),
+            ("TARGET_ROOT", &d.target),
+            ("TMP_MOUNT_PATH", &d.target),
+            ("TMP_HOOKS_PATH", &d.hooks),
+        ] {
+            env.insert(k.into(), v.display().to_string());
+        }
+        env.insert("TMP_IMAGE_DIR".into(), d.build.display().to_string());
+        env.insert("LC_ALL".into(), "C".into());
+        env.extend(self.extra_env.clone());
+        env.insert("PATH".into(), phase_path(place, &env));
+        if place == Place::Chroot {
+            for k in ["TMPDIR", "TMP", "TEMP"] {
+                env.remove(k);
+            }
+        }
+        env
+    }
+
+    /// Runs every hook of `phase` (if it has any) and honours `break=`.
+    pub fn run_phase(&mut self, phase: &str) -> anyhow::Result<()> {
+        let hooks = self.plan.hooks.get(phase).cloned().unwrap_or_default();
+        maybe_break(
+            &format!("before-{}", phase.trim_end_matches(".d")),
+            self.shell_cmd(phase),
+        );
+        if hooks.is_empty() {
+            log::info(&format!("phase {phase}: no hooks"));
+            return Ok(());
+        }
+        log::step(&format!("running {phase} ({} hooks)", hooks.len()));
+        let place = place_of(phase);
+        let env = self.phase_env(place)?;
+        for hook in &hooks {
+            if let Err(e) = self.run_hook(phase, place, hook, &env) {
+                maybe_break("after-error", self.shell_cmd(phase));
+                return Err(e);
+            }
+        }
+        maybe_break(
+            &format!("after-{}", phase.trim_end_matches(".d")),
+            self.shell_cmd(phase),
+        );
+        Ok(())
+    }
+
+    /// Sources environment.d once for a phase, where the phase runs.
+    fn phase_env(&self, place: Place) -> anyhow::Result<BTreeMap<String, String>> {
+        let base = self.base_env(place);
+        let files: Vec<String> = self
+            .plan
+            .environment
+            .iter()
+            .filter_map(|p| p.file_name())
+            .map(|n| match place {
+                Place::Chroot => format!("{IN_TARGET}/environment.d/{}", n.to_string_lossy()),
+                Place::Outside => self
+                    .dirs
+                    .hooks
+                    .join("environment.d")
+                    .join(n)
+                    .display()
+                    .to_string(),
+            })
+            .collect();
+        let mut cmd = Cmd::new("sourcing environment.d", "bash")
+            .env_clear()
+            .envs(&base)
+            .arg("-c")
+            .arg(SOURCE_ENV_SCRIPT)
+            .arg("dib-create-env")
+            .args(&files);
+        if place == Place::Chroot {
+            cmd = cmd.chroot(&self.dirs.target);
+        }
+        let raw = cmd.read_bytes()?;
+        Ok(parse_env0(&raw))
+    }
+
+    fn run_hook(
+        &mut self,
+        phase: &str,
+        place: Place,
+        hook: &Path,
+        env: &BTreeMap<String, String>,
+    ) -> anyhow::Result<()> {
+        let script = hook
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let element = self.element_of(hook);
+        let prog = match place {
+            Place::Chroot => PathBuf::from(format!("{IN_TARGET}/{phase}/{script}")),
+            Place::Outside => self.dirs.hooks.join(phase).join(&script),
+        };
+        log::step(&format!("{phase}/{script} ({element})"));
+        let mut cmd = Cmd::new(format!("{phase}/{script}"), &prog)
+            .env_clear()
+            .envs(env)
+            .log_prefix(format!("{element}/{phase}/{script}"));
+        if place == Place::Chroot {
+            cmd = cmd.chroot(&self.dirs.target);
+        } else {
+            cmd = cmd.cwd(&self.dirs.build);
+        }
+        let result = cmd.run();
+        let elapsed = match &result {
+            Ok(o) => o.elapsed,
+            Err(_) => Duration::ZERO,
+        };
+        self.timings.push(Timing {
+            phase: phase.into(),
+            element: element.clone(),
+            script: script.clone(),
+            elapsed,
+            ok: result.is_ok(),
+        });
+        result.map(|_| ()).map_err(|e| match e {
+            crate::host::CmdError::Failed {
+                code, tail, status, ..
+            } => HookFailed {
+                phase: phase.into(),
+                element,
+                script,
+                code: code.map(|c| c.to_string()).unwrap_or(status),
+                tail,
+            }
+            .into(),
+            other => anyhow::Error::from(other),
+        })
+    }
+
+    /// Runs the `-p` packages through install-packages in the chroot.
+    pub fn install_extra_packages(&mut self, pkgs: &[String]) -> anyhow::Result<()> {
+        if pkgs.is_empty() {
+            return Ok(());
+        }
+        log::step(&format!("installing -p packages: {}", pkgs.join(" ")));
+        let env = self.phase_env(Place::Chroot)?;
+        Cmd::new("installing -p packages", "install-packages")
+            .args(pkgs)
+            .env_clear()
+            .envs(&env)
+            .chroot(&self.dirs.target)
+            .log_prefix("-p")
+            .run()
+            .context("installing the packages given with -p")?;
+        Ok(())
+    }
+
+    fn element_of(&self, hook: &Path) -> String {
+        let dir = hook.parent().and_then(Path::parent);
+        self.plan
+            .element_paths
+            .iter()
+            .find(|(_, p)| Some(p.as_path()) == dir)
+            .map(|(n, _)| n.clone())
+            .unwrap_or_else(|| "?".into())
+    }
+
+    /// A shell for `break=`, inside the chroot for chroot phases.
+    fn shell_cmd(&self, phase: &str) -> Cmd {
+        let place = place_of(phase);
+        let cmd = Cmd::new("debug shell", "bash")
+            .envs(self.base_env(place))
+            .env("PS1", format!("dib-create {phase} \\w# "));
+        match place {
+            Place::Chroot if self.dirs.target.join("bin").exists() => cmd.chroot(&self.dirs.target),
+            _ => cmd.cwd(&self.dirs.build),
+        }
+    }
+
+    /// The timing table, printed at the end of a build.
+    pub fn timing_table(&self) -> String {
+        render_timings(&self.timings)
+    }
+}
+
+/// Sources each file given as an argument, then prints the exported result.
+/// `set -a` is not used: like DIB, only what the files export is exported.
+const SOURCE_ENV_SCRIPT: &str = r#"for f in "$@"; do
+  if [ -r "$f" ]; then source "$f" || { echo "environment file $f failed" >&2; exit 1; }; fi
+done
+env -0"#;
+
+fn phase_path(place: Place, env: &BTreeMap<String, String>) -> String {
+    match place {
+        Place::Chroot => CHROOT_PATH.to_string(),
+        Place::Outside => {
+            let base = env.get("PATH").cloned().unwrap_or_else(|| {
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+            });
+            if crate::host::is_root() {
+                format!("{}:{base}", crate::paths::host_helpers_dir().display())
+            } else {
+                base
+            }
+        }
+    }
+}
+
+/// Parses `env -0` output; bash's exported functions come through too.
+pub fn parse_env0(raw: &[u8]) -> BTreeMap<String, String> {
+    raw.split(|b| *b == 0)
+        .filter_map(|kv| {
+            let s = String::from_utf8_lossy(kv);
+            let (k, v) = s.split_once('=')?;
+            (!k.is_empty()).then(|| (k.to_string(), v.to_string()))
+        })
+        .filter(|(k, _)| k != "_" && k != "SHLVL" && k != "PWD" && k != "OLDPWD")
+        .collect()
+}
+
+/// Drops into an interactive shell when `break=` names this point.
+fn maybe_break(point: &str, shell: Cmd) {
+    let Ok(want) = std::env::var("break") else {
+        return;
+    };
+    if !want.split(',').any(|w| w.trim() == point) {
+        return;
+    }
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        log::warn(&format!(
+            "break={point}: stdin is not a terminal, not starting a shell"
+        ));
+        return;
+    }
+    log::step(&format!(
+        "break={point}: starting a shell; exit it to continue"
+    ));
+    if let Err(e) = shell.run_interactive() {
+        log::warn(&format!("debug shell: {e}"));
+    }
+}
+
+fn render_timings(rows: &[Timing]) -> String {
+    let mut out = String::from(
+        "phase            element               hook                              time\n",
+    );
+    let mut total = Duration::ZERO;
+    for t in rows {
+        total += t.elapsed;
+        out.push_str(&format!(
+            "{:<16} {:<21} {:<33} {:>6.1}s{}\n",
+            t.phase,
+            t.element,
+            t.script,
+            t.elapsed.as_secs_f64(),
+            if t.ok { "" } else { "  FAILED" }
+        ));
+    }
+    out.push_str(&format!(
+        "{:<72}{:>6.1}s\n",
+        "total in hooks",
+        total.as_secs_f64()
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_in_dib_order() {
+        let names: Vec<_> = PHASES.iter().map(|(p, _)| *p).collect();
+        assert_eq!(names.first(), Some(&"root.d"));
+        assert_eq!(names.last(), Some(&"cleanup.d"));
+        assert_eq!(place_of("install.d"), Place::Chroot);
+        assert_eq!(place_of("finalise.d"), Place::Chroot);
+        assert_eq!(place_of("post-root.d"), Place::Outside);
+    }
+
+    #[test]
+    fn env0_parsing_keeps_values_with_equals_and_newlines() {
+        let raw = b"A=1\0B=x=y\0C=line1\nline2\0_=/usr/bin/env\0";
+        let env = parse_env0(raw);
+        assert_eq!(env["A"], "1");
+        assert_eq!(env["B"], "x=y");
+        assert_eq!(env["C"], "line1\nline2");
+        assert!(!env.contains_key("_"));
+    }
+
+    #[test]
+    fn environment_script_exports_only_exports() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("10-x");
+        std::fs::write(&f, "export FOO=bar\nLOCAL=1\nexport BAZ=${FOO}-2\n").unwrap();
+        let raw = Cmd::new("t", "bash")
+            .env_clear()
+            .arg("-c")
+            .arg(SOURCE_ENV_SCRIPT)
+            .arg("x")
+            .arg(&f)
+            .read_bytes()
+            .unwrap();
+        let env = parse_env0(&raw);
+        assert_eq!(env["FOO"], "bar");
+        assert_eq!(env["BAZ"], "bar-2");
+        assert!(!env.contains_key("LOCAL"));
+    }
+
+    #[test]
+    fn timing_table_totals() {
+        let t = render_timings(&[Timing {
+            phase: "install.d".into(),
+            element: "e".into(),
+            script: "10-x".into(),
+            elapsed: Duration::from_millis(1500),
+            ok: false,
+        }]);
+        assert!(
+            t.contains("10-x") && t.contains("1.5s") && t.contains("FAILED"),
+            "{t}"
+        );
+    }
+}

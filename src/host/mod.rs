@@ -2,8 +2,17 @@
 //! devices, namespaces, signals and the teardown journal.
 
 pub mod interrupt;
+pub mod journal;
 pub mod log;
+pub mod loopdev;
+pub mod mount;
 pub mod runner;
 pub mod tools;
 
+pub use journal::{Entry, Journal};
 pub use runner::{Cmd, CmdError};
+
+/// True when running as root.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}

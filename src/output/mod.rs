@@ -1,1 +1,73 @@
-//! output layer.
+//! Outputs. Each is written under a temporary name beside its final path and
+//! renamed at the end, so a failed build never leaves a partial file there.
+
+pub mod tarball;
+
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+
+use crate::host::log;
+
+/// A file being written; becomes `final_path` only on `commit`.
+pub struct Pending {
+    pub tmp: PathBuf,
+    pub final_path: PathBuf,
+}
+
+impl Pending {
+    /// A temporary sibling of `final_path` (same filesystem, so rename is atomic).
+    pub fn new(final_path: &Path) -> Self {
+        let name = final_path.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = final_path.with_file_name(format!(".{name}.dib-create-partial"));
+        let _ = std::fs::remove_file(&tmp);
+        Pending {
+            tmp,
+            final_path: final_path.to_path_buf(),
+        }
+    }
+
+    /// Moves an existing output aside (with a timestamp, as DIB does), then
+    /// renames the finished file into place.
+    pub fn commit(self) -> anyhow::Result<PathBuf> {
+        if self.final_path.symlink_metadata().is_ok() {
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let old = PathBuf::from(format!("{}.{stamp}.old", self.final_path.display()));
+            std::fs::rename(&self.final_path, &old).with_context(|| {
+                format!("moving the existing {} aside", self.final_path.display())
+            })?;
+            log::warn(&format!(
+                "{} existed; kept it as {}",
+                self.final_path.display(),
+                old.display()
+            ));
+        }
+        std::fs::rename(&self.tmp, &self.final_path)
+            .with_context(|| format!("renaming into {}", self.final_path.display()))?;
+        Ok(self.final_path.clone())
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// Writes `<file>.sha256` and `<file>.md5` in the format sha256sum/md5sum read.
+pub fn write_checksums(file: &Path) -> anyhow::Result<()> {
+    use crate::host::Cmd;
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let name = file.file_name().unwrap_or_default();
+    for tool in ["sha256sum", "md5sum"] {
+        let ext = tool.trim_end_matches("sum");
+        let line = Cmd::new(format!("computing the {ext} checksum"), tool)
+            .arg(name)
+            .cwd(dir)
+            .read()?;
+        std::fs::write(format!("{}.{ext}", file.display()), format!("{line}\n"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,334 @@
+//! The teardown journal: every host side effect of a build (mount, loop device,
+//! file swapped into the tree) is recorded here *as it is made*, in a file in the
+//! build directory. It is undone in reverse on success, on failure and on
+//! signals; a killed build's journal is replayed by the next run or by
+//! `dib-create --cleanup DIR`.
+//!
+//! The journal is the guard for the whole build: `close()` reports errors,
+//! `Drop` is the best-effort fallback.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::log;
+use super::mount;
+
+/// One undoable host change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// A mount at this target; undone by unmounting it.
+    Mount(PathBuf),
+    /// A loop device we attached; undone by detaching it.
+    Loop(PathBuf),
+    /// A file we created in the tree; undone by removing it.
+    CreatedFile(PathBuf),
+    /// An empty directory we created; undone by rmdir (never recursive).
+    CreatedDir(PathBuf),
+    /// A file we moved aside to `.1`; undone by moving it back over `.0`.
+    Replaced(PathBuf, PathBuf),
+}
+
+impl Entry {
+    fn encode(&self) -> String {
+        let (kind, a, b) = match self {
+            Entry::Mount(p) => ("mount", p, None),
+            Entry::Loop(p) => ("loop", p, None),
+            Entry::CreatedFile(p) => ("created", p, None),
+            Entry::CreatedDir(p) => ("createddir", p, None),
+            Entry::Replaced(p, q) => ("replaced", p, Some(q)),
+        };
+        match b {
+            Some(q) => format!("{kind}\t{}\t{}", a.display(), q.display()),
+            None => format!("{kind}\t{}", a.display()),
+        }
+    }
+
+    fn decode(line: &str) -> Option<Entry> {
+        let mut f = line.split('\t');
+        let kind = f.next()?;
+        let a = PathBuf::from(f.next()?);
+        Some(match kind {
+            "mount" => Entry::Mount(a),
+            "loop" => Entry::Loop(a),
+            "created" => Entry::CreatedFile(a),
+            "createddir" => Entry::CreatedDir(a),
+            "replaced" => Entry::Replaced(a, PathBuf::from(f.next()?)),
+            _ => return None,
+        })
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Entry::Mount(p) => format!("unmounting {}", p.display()),
+            Entry::Loop(p) => format!("detaching {}", p.display()),
+            Entry::CreatedFile(p) | Entry::CreatedDir(p) => format!("removing {}", p.display()),
+            Entry::Replaced(p, _) => format!("restoring {}", p.display()),
+        }
+    }
+}
+
+/// What undoing an entry does to the host. A trait so teardown order can be
+/// tested without root.
+pub trait Undo {
+    fn undo(&mut self, e: &Entry) -> anyhow::Result<()>;
+}
+
+/// The real host.
+pub struct HostUndo;
+
+impl Undo for HostUndo {
+    fn undo(&mut self, e: &Entry) -> anyhow::Result<()> {
+        match e {
+            Entry::Mount(p) => mount::unmount(p),
+            Entry::Loop(p) => super::loopdev::detach(p),
+            Entry::CreatedFile(p) => remove_if_exists(p),
+            Entry::CreatedDir(p) => match fs::remove_dir(p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(anyhow::anyhow!("removing directory {}: {e}", p.display()))
+                }
+                _ => Ok(()),
+            },
+            Entry::Replaced(p, saved) => restore(p, saved),
+        }
+    }
+}
+
+/// Puts back what `p` held before we wrote it. We only ever write regular
+/// files, so a symlink at `p` means an element replaced it on purpose (as
+/// resolvconf does): keep theirs. Elements may also leave the file they want
+/// as the saved copy (DIB's `resolv.conf.ORIG` interface).
+fn restore(p: &Path, saved: &Path) -> anyhow::Result<()> {
+    let is_symlink = p
+        .symlink_metadata()
+        .map(|m| m.file_type().is_symlink())
+        .unwrap_or(false);
+    if is_symlink {
+        return remove_if_exists(saved);
+    }
+    remove_if_exists(p)?;
+    if saved.symlink_metadata().is_ok() {
+        fs::rename(saved, p)
+            .map_err(|err| anyhow::anyhow!("moving {} back: {err}", saved.display()))?;
+    }
+    Ok(())
+}
+
+fn remove_if_exists(p: &Path) -> anyhow::Result<()> {
+    match fs::remove_file(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(anyhow::anyhow!("removing {}: {e}", p.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The journal of one build.
+pub struct Journal {
+    file: PathBuf,
+    entries: Vec<Entry>,
+    undo: Box<dyn Undo + Send>,
+}
+
+impl Journal {
+    /// A new, empty journal stored at `file`.
+    pub fn create(file: impl Into<PathBuf>) -> anyhow::Result<Self> {
+        Self::with_undo(file, Box::new(HostUndo))
+    }
+
+    pub fn with_undo(file: impl Into<PathBuf>, undo: Box<dyn Undo + Send>) -> anyhow::Result<Self> {
+        let j = Journal {
+            file: file.into(),
+            entries: Vec::new(),
+            undo,
+        };
+        j.save()?;
+        Ok(j)
+    }
+
+    /// Reads a journal a previous (killed) build left behind.
+    pub fn load(file: impl Into<PathBuf>) -> anyhow::Result<Self> {
+        let file = file.into();
+        let text = fs::read_to_string(&file)
+            .map_err(|e| anyhow::anyhow!("reading journal {}: {e}", file.display()))?;
+        let entries = text.lines().filter_map(Entry::decode).collect();
+        Ok(Journal {
+            file,
+            entries,
+            undo: Box::new(HostUndo),
+        })
+    }
+
+    /// Records a change that has just been made.
+    pub fn record(&mut self, e: Entry) -> anyhow::Result<()> {
+        log::debug(&format!("journal: {}", e.encode()));
+        self.entries.push(e);
+        self.save()
+    }
+
+    /// Undoes the most recent entries back to (and including) `e`, e.g. to
+    /// take down the chroot mounts before the tree is archived.
+    pub fn undo_until(&mut self, e: &Entry) -> anyhow::Result<()> {
+        let Some(pos) = self.entries.iter().rposition(|x| x == e) else {
+            return Ok(());
+        };
+        let mut errors = Vec::new();
+        while self.entries.len() > pos {
+            let entry = self.entries.pop().expect("non-empty");
+            if let Err(err) = self.undo.undo(&entry) {
+                errors.push(format!("{}: {err:#}", entry.describe()));
+                // Keep what failed recorded so a later cleanup can retry it.
+                self.entries.insert(pos, entry);
+                break;
+            }
+        }
+        self.save()?;
+        errors_to_result(errors)
+    }
+
+    /// Undoes everything in reverse; keeps going past failures and reports them all.
+    pub fn close(mut self) -> anyhow::Result<()> {
+        self.undo_all()
+    }
+
+    fn undo_all(&mut self) -> anyhow::Result<()> {
+        let mut errors = Vec::new();
+        let mut failed = Vec::new();
+        while let Some(entry) = self.entries.pop() {
+            if let Err(err) = self.undo.undo(&entry) {
+                errors.push(format!("{}: {err:#}", entry.describe()));
+                failed.push(entry);
+            }
+        }
+        failed.reverse();
+        self.entries = failed;
+        self.save()?;
+        errors_to_result(errors)
+    }
+
+    /// The entries still recorded.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    fn save(&self) -> anyhow::Result<()> {
+        let mut text = String::new();
+        for e in &self.entries {
+            text.push_str(&e.encode());
+            text.push('\n');
+        }
+        let tmp = self.file.with_extension("tmp");
+        let mut f = fs::File::create(&tmp)
+            .map_err(|e| anyhow::anyhow!("writing journal {}: {e}", tmp.display()))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, &self.file)?;
+        Ok(())
+    }
+}
+
+fn errors_to_result(errors: Vec<String>) -> anyhow::Result<()> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("teardown failed: {}", errors.join("; ")))
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        if !self.entries.is_empty()
+            && let Err(e) = self.undo_all()
+        {
+            log::warn(&format!("{e:#}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    struct Recorder(Arc<Mutex<Vec<String>>>, Option<PathBuf>);
+    impl Undo for Recorder {
+        fn undo(&mut self, e: &Entry) -> anyhow::Result<()> {
+            self.0.lock().unwrap().push(e.encode());
+            if let (Entry::Mount(p), Some(bad)) = (e, &self.1)
+                && p == bad
+            {
+                anyhow::bail!("busy");
+            }
+            Ok(())
+        }
+    }
+
+    fn journal(dir: &Path, fail: Option<&str>) -> (Journal, Arc<Mutex<Vec<String>>>) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let j = Journal::with_undo(
+            dir.join("j"),
+            Box::new(Recorder(log.clone(), fail.map(PathBuf::from))),
+        )
+        .unwrap();
+        (j, log)
+    }
+
+    #[test]
+    fn undoes_in_reverse_and_persists() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut j, log) = journal(d.path(), None);
+        j.record(Entry::Mount("/a".into())).unwrap();
+        j.record(Entry::Loop("/dev/loop3".into())).unwrap();
+        j.record(Entry::Mount("/a/proc".into())).unwrap();
+        let on_disk = Journal::load(d.path().join("j")).unwrap();
+        assert_eq!(on_disk.entries().len(), 3);
+        std::mem::forget(on_disk);
+        j.close().unwrap();
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["mount\t/a/proc", "loop\t/dev/loop3", "mount\t/a"]
+        );
+        let text = fs::read_to_string(d.path().join("j")).unwrap();
+        assert!(text.is_empty());
+    }
+
+    #[test]
+    fn continues_past_failures_and_keeps_them() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut j, log) = journal(d.path(), Some("/b"));
+        j.record(Entry::Mount("/a".into())).unwrap();
+        j.record(Entry::Mount("/b".into())).unwrap();
+        j.record(Entry::Mount("/c".into())).unwrap();
+        let err = j.undo_all().unwrap_err().to_string();
+        assert!(err.contains("unmounting /b"), "{err}");
+        assert_eq!(log.lock().unwrap().len(), 3);
+        assert_eq!(j.entries(), [Entry::Mount("/b".into())]);
+        j.entries.clear();
+    }
+
+    #[test]
+    fn undo_until_stops_at_entry() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut j, log) = journal(d.path(), None);
+        j.record(Entry::Loop("/dev/loop1".into())).unwrap();
+        j.record(Entry::Mount("/t".into())).unwrap();
+        j.record(Entry::Mount("/t/proc".into())).unwrap();
+        j.undo_until(&Entry::Mount("/t".into())).unwrap();
+        assert_eq!(j.entries(), [Entry::Loop("/dev/loop1".into())]);
+        assert_eq!(log.lock().unwrap().len(), 2);
+        j.entries.clear();
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        for e in [
+            Entry::Mount("/x y".into()),
+            Entry::Loop("/dev/loop0".into()),
+            Entry::CreatedFile("/t/usr/sbin/policy-rc.d".into()),
+            Entry::CreatedDir("/t/tmp/in_target.d".into()),
+            Entry::Replaced("/t/etc/resolv.conf".into(), "/t/etc/resolv.conf.dib".into()),
+        ] {
+            assert_eq!(Entry::decode(&e.encode()), Some(e));
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The build chroot: pseudo filesystems, the hooks directory, a working
+//! resolv.conf and blocked daemons. Every change goes into the journal and is
+//! taken down before the tree becomes an output.
+
+use anyhow::Context;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::host::journal::{Entry, Journal};
+use crate::host::mount::{self, Source};
+
+/// Where the hooks directory appears inside the chroot (DIB's path).
+pub const IN_TARGET: &str = "/tmp/in_target.d";
+
+/// Name under which a file we replace is kept until teardown.
+const SAVED_SUFFIX: &str = ".ORIG";
+
+/// Refuses to start services during the build (invoke-rc.d honours it).
+const POLICY_RC_D: &str =
+    "#!/bin/sh\n# dib-create: no daemons start while the image is built\nexit 101\n";
+
+/// Sets up `root` as a chroot. Returns the first journal entry it made, to
+/// undo the chroot alone with `Journal::undo_until`.
+pub fn enter(journal: &mut Journal, root: &Path, hooks_dir: &Path) -> anyhow::Result<Entry> {
+    let first = Entry::Mount(root.join("proc"));
+    mount_pseudo_filesystems(journal, root)?;
+    bind_hooks(journal, root, hooks_dir)?;
+    install_resolv_conf(journal, root)?;
+    block_daemons(journal, root)?;
+    Ok(first)
+}
+
+fn mount_pseudo_filesystems(journal: &mut Journal, root: &Path) -> anyhow::Result<()> {
+    let table: [(&str, Source); 5] = [
+        (
+            "proc",
+            Source::Fs {
+                fstype: "proc",
+                data: "",
+            },
+        ),
+        (
+            "sys",
+            Source::Fs {
+                fstype: "sysfs",
+                data: "",
+            },
+        ),
+        ("dev", Source::Bind(Path::new("/dev"))),
+        ("dev/pts", Source::Bind(Path::new("/dev/pts"))),
+        (
+            "run",
+            Source::Fs {
+                fstype: "tmpfs",
+                data: "mode=0755",
+            },
+        ),
+    ];
+    for (rel, src) in table {
+        let target = root.join(rel);
+        ensure_dir(&target)?;
+        mount::mount(&src, &target)?;
+        journal.record(Entry::Mount(target))?;
+    }
+    Ok(())
+}
+
+fn bind_hooks(journal: &mut Journal, root: &Path, hooks_dir: &Path) -> anyhow::Result<()> {
+    let target = root.join(IN_TARGET.trim_start_matches('/'));
+    ensure_dir(target.parent().expect("has parent"))?;
+    if !target.exists() {
+        fs::create_dir(&target).with_context(|| format!("creating {}", target.display()))?;
+        journal.record(Entry::CreatedDir(target.clone()))?;
+    }
+    mount::mount(&Source::Bind(hooks_dir), &target)?;
+    journal.record(Entry::Mount(target))
+}
+
+/// Puts the host's resolver configuration in place for the build; the image's
+/// own file (often a symlink into /run) comes back at teardown.
+fn install_resolv_conf(journal: &mut Journal, root: &Path) -> anyhow::Result<()> {
+    let contents = fs::read("/etc/resolv.conf").unwrap_or_default();
+    replace_file(journal, &root.join("etc/resolv.conf"), &contents, 0o644)
+}
+
+fn block_daemons(journal: &mut Journal, root: &Path) -> anyhow::Result<()> {
+    replace_file(
+        journal,
+        &root.join("usr/sbin/policy-rc.d"),
+        POLICY_RC_D.as_bytes(),
+        0o755,
+    )
+}
+
+/// Writes `path`, moving any existing file (or symlink) aside first as
+/// `<path>.ORIG` (DIB's name, which elements may use); journaled so teardown
+/// restores the original exactly.
+pub fn replace_file(
+    journal: &mut Journal,
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+) -> anyhow::Result<()> {
+    ensure_dir(path.parent().expect("has parent"))?;
+    let saved = saved_name(path);
+    if path.symlink_metadata().is_ok() {
+        fs::rename(path, &saved).with_context(|| format!("moving {} aside", path.display()))?;
+    }
+    journal.record(Entry::Replaced(path.to_path_buf(), saved))?;
+    fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+fn saved_name(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(SAVED_SUFFIX);
+    PathBuf::from(s)
+}
+
+fn ensure_dir(p: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))
+}
+
+/// Paths that mark our presence; the final tree must hold none of them.
+pub fn leftover_markers(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for rel in [
+        "tmp/in_target.d",
+        "usr/sbin/policy-rc.d",
+        "etc/resolv.conf.ORIG",
+        "usr/sbin/policy-rc.d.ORIG",
+        "usr/local/bin/dib-run-parts",
+        "usr/local/bin/install-packages",
+        "usr/local/bin/pkg-map",
+        "usr/local/bin/dib-python",
+    ] {
+        let p = root.join(rel);
+        if p.symlink_metadata().is_ok() {
+            found.push(p);
+        }
+    }
+    found
+}
