@@ -13,6 +13,10 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Err(e) = dib::build::prepare_process(&cli) {
+        eprintln!("dib-create: error: {}", dib::build::render_error(&e));
+        return ExitCode::from(1);
+    }
     match dib::build::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -10,6 +10,21 @@ use crate::cli::Cli;
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// Process-wide setup, while still single-threaded: a private mount
+/// namespace for real builds (mounts die with us even on SIGKILL), then the
+/// signal handler thread. DIB_CREATE_NO_NAMESPACE=1 skips the namespace, so
+/// tests can prove the journal alone takes everything down.
+pub fn prepare_process(cli: &Cli) -> anyhow::Result<()> {
+    let wants_namespace = !cli.dry_run
+        && crate::host::is_root()
+        && std::env::var("DIB_CREATE_NO_NAMESPACE").map_or(true, |v| v != "1");
+    if wants_namespace {
+        crate::host::mount::enter_private_namespace()?;
+    }
+    crate::host::interrupt::install()?;
+    Ok(())
+}
+
 /// Runs one invocation of dib-create.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let _ = cli;

@@ -1,0 +1,153 @@
+//! Shared support for the privileged test tiers: precondition checks that turn
+//! into visible SKIP lines (or failures under DIB_CREATE_REQUIRE_ALL=1), and
+//! helpers to run the dib-create binary.
+#![allow(dead_code)]
+
+use libtest_mimic::{Failed, Trial};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Something a test needs from the host.
+#[derive(Clone, Debug)]
+pub enum Need {
+    Root,
+    LoopDevices,
+    Tool(&'static str),
+    /// A host:port that must answer (the package mirror).
+    Network(&'static str),
+    /// Running binaries of this dpkg architecture through qemu-user.
+    ForeignArch(&'static str),
+}
+
+impl Need {
+    /// None when satisfied, else the reason.
+    fn missing(&self) -> Option<String> {
+        match self {
+            Need::Root => (!nix::unistd::geteuid().is_root()).then(|| "needs root".into()),
+            Need::LoopDevices => (!Path::new("/dev/loop-control").exists())
+                .then(|| "needs loop devices (/dev/loop-control)".into()),
+            Need::Tool(t) => (!on_path(t)).then(|| format!("needs `{t}` on PATH")),
+            Need::Network(hp) => (!reachable(hp)).then(|| format!("needs network access to {hp}")),
+            Need::ForeignArch(a) => {
+                let q = match *a {
+                    "arm64" => "qemu-aarch64-static",
+                    "armhf" => "qemu-arm-static",
+                    _ => "qemu-static",
+                };
+                (!on_path(q)).then(|| format!("needs {q} (qemu-user-static) to run {a} binaries"))
+            }
+        }
+    }
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+fn reachable(host_port: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let Ok(addrs) = host_port.to_socket_addrs() else {
+        return false;
+    };
+    addrs.into_iter().any(|a| {
+        std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(5)).is_ok()
+    })
+}
+
+/// True when every skip must fail instead (set by .ci/run).
+pub fn require_all() -> bool {
+    std::env::var("DIB_CREATE_REQUIRE_ALL").is_ok_and(|v| v == "1")
+}
+
+/// A trial that runs `f` when `needs` are met. Otherwise it prints a SKIP line
+/// and is reported as ignored, or fails when every test is required.
+pub fn trial(
+    name: &str,
+    needs: &[Need],
+    f: impl FnOnce() -> Result<(), Failed> + Send + 'static,
+) -> Trial {
+    let reasons: Vec<String> = needs.iter().filter_map(Need::missing).collect();
+    if reasons.is_empty() {
+        return Trial::test(name, f);
+    }
+    let why = reasons.join("; ");
+    if require_all() {
+        let msg = format!("precondition missing (DIB_CREATE_REQUIRE_ALL=1): {why}");
+        return Trial::test(name, move || Err(msg.into()));
+    }
+    println!("SKIP {name}: {why}");
+    Trial::test(name, || Ok(())).with_ignored_flag(true)
+}
+
+/// The dib-create binary under test.
+pub fn dib_create() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dib-create"));
+    c.env("DIB_CREATE_DATA_DIR", env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+/// The shared test cache (packages, bootstrapped roots), kept between runs.
+pub fn test_cache() -> PathBuf {
+    std::env::var_os("DIB_CREATE_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("dib-create-test-cache"))
+}
+
+/// Runs a command, returning stdout; fails with its output otherwise.
+pub fn run_ok(mut c: Command) -> Result<String, Failed> {
+    let out = c.output().map_err(|e| format!("running {c:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{c:?} failed ({}):\n--- stdout\n{}\n--- stderr (tail)\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            tail(&String::from_utf8_lossy(&out.stderr), 60)
+        )
+        .into());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Mount targets under `dir` in the host namespace (must be none after a build).
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let d = dir.to_string_lossy().to_string();
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|t| t.starts_with(&d))
+        .map(String::from)
+        .collect()
+}
+
+/// Loop devices whose backing file lies under `dir`.
+pub fn loops_under(dir: &Path) -> Vec<String> {
+    let out = Command::new("losetup").arg("-a").output();
+    let d = dir.to_string_lossy().to_string();
+    out.map(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.contains(&d))
+            .map(String::from)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Asserts that nothing of a build under `dir` is mounted or attached.
+pub fn assert_clean(dir: &Path) -> Result<(), Failed> {
+    let m = mounts_under(dir);
+    let l = loops_under(dir);
+    if m.is_empty() && l.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("left behind: mounts {m:?}, loops {l:?}").into())
+    }
+}

@@ -1,0 +1,188 @@
+//! Fault tests: a failing hook in each phase, and SIGINT in the middle of
+//! install.d. After each, nothing of ours stays mounted, nothing exists at the
+//! output path, and the build directory is gone. They use a tiny root made
+//! from the host's own tools (tests/elements/fake-os), so they need no mirror.
+
+mod common;
+
+use common::{Need, assert_clean, dib_create, trial};
+use libtest_mimic::{Arguments, Failed, Trial};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const PHASES: &[&str] = &[
+    "root.d",
+    "extra-data.d",
+    "pre-install.d",
+    "install.d",
+    "post-install.d",
+    "post-root.d",
+    "pre-finalise.d",
+    "finalise.d",
+    "cleanup.d",
+];
+
+fn main() {
+    let args = Arguments::from_args();
+    let mut tests: Vec<Trial> = PHASES
+        .iter()
+        .map(|phase| {
+            trial(&format!("failing_hook_in_{phase}"), &[Need::Root], move || {
+                failing_hook(phase)
+            })
+        })
+        .collect();
+    tests.push(trial("sigint_during_install_d", &[Need::Root], sigint_during_install));
+    tests.push(trial("tar_of_fake_os_has_no_leftovers", &[Need::Root], fake_os_tar));
+    libtest_mimic::run(&args, tests).exit();
+}
+
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("dib-create-faults-")
+            .tempdir_in("/var/tmp")
+            .expect("tempdir");
+        Scratch { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn builds(&self) -> PathBuf {
+        self.path().join("builds")
+    }
+
+    /// An element with one hook `body` at `phase/50-hook`.
+    fn element(&self, name: &str, phase: &str, body: &str) -> PathBuf {
+        let d = self.path().join("elements").join(name).join(phase);
+        std::fs::create_dir_all(&d).unwrap();
+        let f = d.join("50-hook");
+        std::fs::write(&f, format!("#!/bin/bash\nset -eu\n{body}\n")).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+        self.path().join("elements")
+    }
+
+    fn command(&self, out: &Path) -> std::process::Command {
+        let mut c = dib_create();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/elements");
+        c.env(
+            "ELEMENTS_PATH",
+            format!("{}:{}", self.path().join("elements").display(), shipped.display()),
+        )
+        .env("DIB_CREATE_BUILD_ROOT", self.builds())
+        // Prove that the journal, not the namespace, takes the mounts down.
+        .env("DIB_CREATE_NO_NAMESPACE", "1")
+        .args(["-n", "-t", "tar", "-o"])
+        .arg(out);
+        c
+    }
+
+    /// No mounts, no build directories, nothing at the output path.
+    fn assert_nothing_left(&self, out: &Path) -> Result<(), Failed> {
+        assert_clean(self.path())?;
+        let left: Vec<_> = std::fs::read_dir(self.builds())
+            .map(|r| r.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        if !left.is_empty() {
+            return Err(format!("build directories left: {left:?}").into());
+        }
+        let tar = out.with_extension("tar");
+        if tar.exists() {
+            return Err(format!("{} exists after a failed build", tar.display()).into());
+        }
+        Ok(())
+    }
+}
+
+fn failing_hook(phase: &str) -> Result<(), Failed> {
+    let s = Scratch::new();
+    s.element("fails", phase, "echo about to fail; exit 3");
+    let out = s.path().join("img");
+    let o = s.command(&out).args(["fake-os", "fails"]).output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    if o.status.code() != Some(1) {
+        return Err(format!("expected exit 1, got {:?}\n{}", o.status, common::tail(&err, 30)).into());
+    }
+    for want in ["fails", phase, "50-hook", "exit code 3", "about to fail"] {
+        if !err.contains(want) {
+            return Err(format!("error does not mention {want:?}:\n{}", common::tail(&err, 30)).into());
+        }
+    }
+    s.assert_nothing_left(&out)
+}
+
+fn sigint_during_install() -> Result<(), Failed> {
+    let s = Scratch::new();
+    let marker = s.path().join("in-install");
+    s.element(
+        "slow",
+        "install.d",
+        &format!("touch /tmp/marker-in-chroot; echo started; sleep 120"),
+    );
+    let out = s.path().join("img");
+    let mut child = s.command(&out).args(["fake-os", "slow"]).spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // The hook runs inside the chroot; its marker appears in the tree.
+    let tree_marker = || {
+        std::fs::read_dir(s.builds())
+            .ok()
+            .and_then(|mut r| r.next())
+            .and_then(Result::ok)
+            .map(|e| e.path().join("mnt/tmp/marker-in-chroot").exists())
+            .unwrap_or(false)
+    };
+    while !tree_marker() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("install.d hook never started".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = marker;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )?;
+    let started = Instant::now();
+    let status = child.wait()?;
+    if started.elapsed() > Duration::from_secs(30) {
+        return Err(format!("SIGINT took {:?} to stop the build", started.elapsed()).into());
+    }
+    if status.code() != Some(130) {
+        return Err(format!("expected exit 130 after SIGINT, got {status:?}").into());
+    }
+    s.assert_nothing_left(&out)
+}
+
+fn fake_os_tar() -> Result<(), Failed> {
+    let s = Scratch::new();
+    s.element("marks", "install.d", "echo hello > /etc/marked-by-install");
+    let out = s.path().join("img");
+    let o = s.command(&out).args(["fake-os", "marks"]).output()?;
+    if !o.status.success() {
+        return Err(common::tail(&String::from_utf8_lossy(&o.stderr), 40).into());
+    }
+    let listing = common::run_ok({
+        let mut c = std::process::Command::new("tar");
+        c.arg("-tf").arg(out.with_extension("tar"));
+        c
+    })?;
+    for want in ["./etc/marked-by-install", "./bin/bash", "./proc/"] {
+        if !listing.lines().any(|l| l == want) {
+            return Err(format!("{want} missing from the tar").into());
+        }
+    }
+    for bad in ["./tmp/in_target.d", "./usr/sbin/policy-rc.d", "./etc/resolv.conf.ORIG"] {
+        if listing.lines().any(|l| l.starts_with(bad)) {
+            return Err(format!("build leftover {bad} in the tar").into());
+        }
+    }
+    assert_clean(s.path())
+}
