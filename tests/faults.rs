@@ -28,13 +28,23 @@ fn main() {
     let mut tests: Vec<Trial> = PHASES
         .iter()
         .map(|phase| {
-            trial(&format!("failing_hook_in_{phase}"), &[Need::Root], move || {
-                failing_hook(phase)
-            })
+            trial(
+                &format!("failing_hook_in_{phase}"),
+                &[Need::Root],
+                move || failing_hook(phase),
+            )
         })
         .collect();
-    tests.push(trial("sigint_during_install_d", &[Need::Root], sigint_during_install));
-    tests.push(trial("tar_of_fake_os_has_no_leftovers", &[Need::Root], fake_os_tar));
+    tests.push(trial(
+        "sigint_during_install_d",
+        &[Need::Root],
+        sigint_during_install,
+    ));
+    tests.push(trial(
+        "tar_of_fake_os_has_no_leftovers",
+        &[Need::Root],
+        fake_os_tar,
+    ));
     libtest_mimic::run(&args, tests).exit();
 }
 
@@ -74,7 +84,11 @@ impl Scratch {
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/elements");
         c.env(
             "ELEMENTS_PATH",
-            format!("{}:{}", self.path().join("elements").display(), shipped.display()),
+            format!(
+                "{}:{}",
+                self.path().join("elements").display(),
+                shipped.display()
+            ),
         )
         .env("DIB_CREATE_BUILD_ROOT", self.builds())
         // Prove that the journal, not the namespace, takes the mounts down.
@@ -108,11 +122,20 @@ fn failing_hook(phase: &str) -> Result<(), Failed> {
     let o = s.command(&out).args(["fake-os", "fails"]).output()?;
     let err = String::from_utf8_lossy(&o.stderr);
     if o.status.code() != Some(1) {
-        return Err(format!("expected exit 1, got {:?}\n{}", o.status, common::tail(&err, 30)).into());
+        return Err(format!(
+            "expected exit 1, got {:?}\n{}",
+            o.status,
+            common::tail(&err, 30)
+        )
+        .into());
     }
     for want in ["fails", phase, "50-hook", "exit code 3", "about to fail"] {
         if !err.contains(want) {
-            return Err(format!("error does not mention {want:?}:\n{}", common::tail(&err, 30)).into());
+            return Err(format!(
+                "error does not mention {want:?}:\n{}",
+                common::tail(&err, 30)
+            )
+            .into());
         }
     }
     s.assert_nothing_left(&out)
@@ -179,7 +202,11 @@ fn fake_os_tar() -> Result<(), Failed> {
             return Err(format!("{want} missing from the tar").into());
         }
     }
-    for bad in ["./tmp/in_target.d", "./usr/sbin/policy-rc.d", "./etc/resolv.conf.ORIG"] {
+    for bad in [
+        "./tmp/in_target.d",
+        "./usr/sbin/policy-rc.d",
+        "./etc/resolv.conf.ORIG",
+    ] {
         if listing.lines().any(|l| l.starts_with(bad)) {
             return Err(format!("build leftover {bad} in the tar").into());
         }

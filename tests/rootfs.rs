@@ -104,7 +104,10 @@ fn build_and_check(os: &str, release: &str, arch: &str, pretty: &str) -> Result<
         .arg(&out)
         .args([os, "dibstyle"]);
     run_ok(c)?;
-    println!("built {os} {release} {arch} in {:.0} s", started.elapsed().as_secs_f64());
+    println!(
+        "built {os} {release} {arch} in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     let tar = out.with_extension("tar");
     check_tree(&tar, scratch.path(), arch, pretty)?;
     common::assert_clean(scratch.path())
@@ -124,7 +127,8 @@ fn check_tree(tar: &Path, scratch: &Path, arch: &str, pretty: &str) -> Result<()
     ]);
     // os-release may be a symlink to usr/lib; extract both and ignore a miss.
     let _ = x.output()?;
-    let os_release = read(&tree.join("usr/lib/os-release")).or_else(|_| read(&tree.join("etc/os-release")))?;
+    let os_release =
+        read(&tree.join("usr/lib/os-release")).or_else(|_| read(&tree.join("etc/os-release")))?;
     expect(&os_release, pretty, "os-release")?;
     let status = read(&tree.join("var/lib/dpkg/status"))?;
     for pkg in ["less", "hello", "tree", "file"] {
@@ -133,8 +137,16 @@ fn check_tree(tar: &Path, scratch: &Path, arch: &str, pretty: &str) -> Result<()
     if status.contains("Package: nano\n") {
         return Err("nano was installed although its not-arch excludes this arch".into());
     }
-    expect(&read(&tree.join("etc/dibstyle-greeting"))?, "hello-from-environment-d", "greeting")?;
-    expect(&read(&tree.join("etc/dibstyle-post"))?, arch, "post-install marker")?;
+    expect(
+        &read(&tree.join("etc/dibstyle-greeting"))?,
+        "hello-from-environment-d",
+        "greeting",
+    )?;
+    expect(
+        &read(&tree.join("etc/dibstyle-post"))?,
+        arch,
+        "post-install marker",
+    )?;
     let file = run_ok({
         let mut c = Command::new("file");
         c.arg("-L").arg(tree.join("usr/bin/bash"));
@@ -169,7 +181,10 @@ fn no_build_leftovers(tar: &Path) -> Result<(), Failed> {
         return Err(format!("build leftovers in the image: {found:?}").into());
     }
     for pseudo in ["./proc/", "./sys/", "./dev/"] {
-        if listing.lines().any(|l| l.starts_with(pseudo) && l.len() > pseudo.len()) {
+        if listing
+            .lines()
+            .any(|l| l.starts_with(pseudo) && l.len() > pseudo.len())
+        {
             return Err(format!("contents of {pseudo} were archived").into());
         }
     }

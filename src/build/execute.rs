@@ -10,12 +10,14 @@ use super::builddir::{self, BuildDir};
 use crate::cli::Cli;
 use crate::hooks::{BuildDirs, PhaseRunner};
 use crate::host::{Journal, log};
-use crate::output::{self, Pending, tarball};
+use crate::output::container::{self, ImageMeta};
+use crate::output::{self, Pending, convert, tarball};
 use crate::plan::Plan;
 use crate::rootfs::{binfmt, chroot};
+use std::path::Path;
 
 /// Output types that come straight from the tree.
-const TREE_TYPES: &[&str] = &["tar", "tgz"];
+const TREE_TYPES: &[&str] = &["tar", "tgz", "squashfs", "docker", "oci"];
 
 /// Builds the image a plan describes.
 pub fn execute(plan: &Plan, cli: &Cli) -> anyhow::Result<()> {
@@ -101,11 +103,11 @@ fn run_stages(
     journal.undo_until(&first)?;
 
     check_no_leftovers(&dirs.target)?;
-    write_tree_outputs(plan, cli, &dirs.target)
+    write_tree_outputs(plan, cli, &dirs.target, &dirs.build)
 }
 
 /// root.d must have produced a tree; say which elements could have.
-fn check_root_exists(target: &std::path::Path) -> anyhow::Result<()> {
+fn check_root_exists(target: &Path) -> anyhow::Result<()> {
     if target.join("bin").exists() || target.join("usr/bin").exists() {
         return Ok(());
     }
@@ -115,7 +117,7 @@ fn check_root_exists(target: &std::path::Path) -> anyhow::Result<()> {
     )
 }
 
-fn check_no_leftovers(target: &std::path::Path) -> anyhow::Result<()> {
+fn check_no_leftovers(target: &Path) -> anyhow::Result<()> {
     let left = chroot::leftover_markers(target);
     if left.is_empty() {
         return Ok(());
@@ -129,16 +131,15 @@ fn check_no_leftovers(target: &std::path::Path) -> anyhow::Result<()> {
     )
 }
 
-fn write_tree_outputs(plan: &Plan, cli: &Cli, target: &std::path::Path) -> anyhow::Result<()> {
-    let clamp = source_date_epoch();
-    for o in &plan.outputs {
-        let comp = match o.kind.as_str() {
-            "tgz" => tarball::Compression::Gzip,
-            _ => tarball::Compression::None,
-        };
+fn write_tree_outputs(plan: &Plan, cli: &Cli, target: &Path, build: &Path) -> anyhow::Result<()> {
+    for o in plan
+        .outputs
+        .iter()
+        .filter(|o| TREE_TYPES.contains(&o.kind.as_str()))
+    {
         log::step(&format!("writing {} output {}", o.kind, o.path.display()));
         let pending = Pending::new(&o.path);
-        tarball::write(target, &pending.tmp, comp, clamp)?;
+        write_tree_output(plan, cli, &o.kind, target, build, &pending.tmp)?;
         let done = pending.commit()?;
         if cli.checksum {
             output::write_checksums(&done)?;
@@ -146,6 +147,51 @@ fn write_tree_outputs(plan: &Plan, cli: &Cli, target: &std::path::Path) -> anyho
         log::step(&format!("wrote {}", done.display()));
     }
     Ok(())
+}
+
+/// Writes one output made from the tree (no disk) to `dest`.
+fn write_tree_output(
+    plan: &Plan,
+    cli: &Cli,
+    kind: &str,
+    tree: &Path,
+    build: &Path,
+    dest: &Path,
+) -> anyhow::Result<()> {
+    let clamp = source_date_epoch();
+    match kind {
+        "tar" => tarball::write(tree, dest, tarball::Compression::None, clamp),
+        "tgz" => tarball::write(tree, dest, tarball::Compression::Gzip, clamp),
+        "squashfs" => convert::squashfs(tree, dest, clamp),
+        "docker" | "oci" => {
+            let layer = build.join("layer.tar");
+            tarball::write(tree, &layer, tarball::Compression::None, clamp)?;
+            let target = cli
+                .docker_target
+                .clone()
+                .unwrap_or_else(|| plan.image_name.clone());
+            let meta = ImageMeta {
+                arch: &plan.arch,
+                target: &target,
+                created: clamp.unwrap_or_else(now_secs),
+            };
+            let r = if kind == "docker" {
+                container::write_docker(&layer, dest, &meta)
+            } else {
+                container::write_oci(&layer, dest, &meta)
+            };
+            let _ = std::fs::remove_file(&layer);
+            r
+        }
+        other => anyhow::bail!("output type {other} cannot be made from a tree"),
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn source_date_epoch() -> Option<u64> {

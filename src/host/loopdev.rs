@@ -32,6 +32,13 @@ pub fn detach(dev: &Path) -> anyhow::Result<()> {
     if !backing.exists() {
         return Ok(());
     }
+    // Partitions added through BLKPG go first, or their nodes linger.
+    if has_partitions(&name) {
+        let _ = Cmd::new(format!("removing partitions of {}", dev.display()), "partx")
+            .arg("-d")
+            .arg(dev)
+            .run();
+    }
     Cmd::new(format!("detaching {}", dev.display()), "losetup")
         .arg("-d")
         .arg(dev)
@@ -42,4 +49,74 @@ pub fn detach(dev: &Path) -> anyhow::Result<()> {
 /// True when loop devices can be used here.
 pub fn available() -> bool {
     Path::new("/dev/loop-control").exists()
+}
+
+/// Makes the partition nodes of a loop device (`/dev/loopNpM`) through BLKPG,
+/// which works without udev and without device-mapper. Returns them in
+/// partition-number order.
+pub fn add_partitions(dev: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    Cmd::new(
+        format!("adding the partitions of {}", dev.display()),
+        "partx",
+    )
+    .args(["-a", "-v"])
+    .arg(dev)
+    .run()?;
+    let name = dev
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let mut parts = partition_names(&name);
+    parts.sort_by_key(|p| {
+        p.trim_start_matches(&format!("{name}p"))
+            .parse::<u32>()
+            .unwrap_or(0)
+    });
+    let mut nodes = Vec::new();
+    for p in parts {
+        let node = Path::new("/dev").join(&p);
+        ensure_node(&node, &p)?;
+        nodes.push(node);
+    }
+    Ok(nodes)
+}
+
+fn partition_names(name: &str) -> Vec<String> {
+    std::fs::read_dir(Path::new("/sys/block").join(name))
+        .map(|r| {
+            r.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("{name}p")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn has_partitions(name: &str) -> bool {
+    !partition_names(name).is_empty()
+}
+
+/// devtmpfs normally makes the node; wait briefly, then make it ourselves from
+/// sysfs's major:minor (there is no udev here to do it).
+fn ensure_node(node: &Path, name: &str) -> anyhow::Result<()> {
+    for _ in 0..20 {
+        if node.exists() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let devno = std::fs::read_to_string(format!("/sys/class/block/{name}/dev"))?;
+    let (major, minor) = devno
+        .trim()
+        .split_once(':')
+        .ok_or_else(|| anyhow::anyhow!("bad dev number {devno:?} for {name}"))?;
+    let dev = nix::sys::stat::makedev(major.parse()?, minor.parse()?);
+    nix::sys::stat::mknod(
+        node,
+        nix::sys::stat::SFlag::S_IFBLK,
+        nix::sys::stat::Mode::from_bits_truncate(0o660),
+        dev,
+    )?;
+    Ok(())
 }

@@ -1,6 +1,8 @@
 //! Outputs. Each is written under a temporary name beside its final path and
 //! renamed at the end, so a failed build never leaves a partial file there.
 
+pub mod container;
+pub mod convert;
 pub mod tarball;
 
 use anyhow::Context;
