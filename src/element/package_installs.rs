@@ -213,18 +213,16 @@ impl FileCtx<'_> {
 
     /// Whether every filter (installtype, arch, python version, when) passes.
     fn applies(&self, package: &str, opts: &Map<String, Value>) -> Result<bool, ElementError> {
-        if let Some(wanted) = self.string(package, opts, "installtype")? {
-            if wanted != self.ctx.installtype_of(self.element) {
-                return Ok(false);
-            }
+        let installtype = self.string(package, opts, "installtype")?;
+        if installtype.is_some_and(|t| t != self.ctx.installtype_of(self.element)) {
+            return Ok(false);
         }
         if !self.arch_matches(package, opts)? {
             return Ok(false);
         }
-        if let Some(wanted) = self.scalar(package, opts, "dib_python_version")? {
-            if Some(wanted.as_str()) != self.ctx.var("DIB_PYTHON_VERSION") {
-                return Ok(false);
-            }
+        let python = self.scalar(package, opts, "dib_python_version")?;
+        if python.is_some_and(|v| Some(v.as_str()) != self.ctx.var("DIB_PYTHON_VERSION")) {
+            return Ok(false);
         }
         self.when_holds(package, opts.get("when"))
     }

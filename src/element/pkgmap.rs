@@ -73,11 +73,10 @@ impl PkgMap {
         for (key, v) in top {
             match key.as_str() {
                 "default" => map.default = names(v, "default").map_err(err)?,
-                "family" => map.family = nested(v, "family", |v, at| names(v, at)).map_err(err)?,
-                "distro" => map.distro = nested(v, "distro", |v, at| names(v, at)).map_err(err)?,
+                "family" => map.family = nested(v, "family", names).map_err(err)?,
+                "distro" => map.distro = nested(v, "distro", names).map_err(err)?,
                 "release" => {
-                    map.release = nested(v, "release", |v, at| nested(v, at, |v, at| names(v, at)))
-                        .map_err(err)?
+                    map.release = nested(v, "release", |v, at| nested(v, at, names)).map_err(err)?
                 }
                 // DIB ignores other keys; so do we.
                 _ => {}
