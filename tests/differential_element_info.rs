@@ -285,13 +285,11 @@ fn check_order(case: &Case, dirs: &[PathBuf], order: &[String]) -> Result<(), St
         let deps =
             fs::read_to_string(element_dir(dirs, name).join("element-deps")).unwrap_or_default();
         for dep in deps.lines().filter(|d| !d.is_empty() && *d != name) {
-            if let Some(j) = order.iter().position(|o| o == dep) {
-                if j > i {
-                    return Err(format!(
-                        "{}: {dep} comes after {name}: {order:?}",
-                        case.name
-                    ));
-                }
+            if order.iter().position(|o| o == dep).is_some_and(|j| j > i) {
+                return Err(format!(
+                    "{}: {dep} comes after {name}: {order:?}",
+                    case.name
+                ));
             }
         }
     }
