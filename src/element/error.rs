@@ -52,11 +52,12 @@ pub enum ElementError {
     #[error("no element provides operating-system; add one of: {candidates}")]
     NoOperatingSystem { candidates: String },
 
-    #[error("{needed_by} needs {name}; {providers} provide it: add one{chain}")]
+    #[error("{needed_by} needs {name}; {fix}{chain}")]
     VirtualUnprovided {
         name: String,
         needed_by: String,
-        providers: String,
+        /// "a, b and c provide it: add one" (or "a provides it: add it").
+        fix: String,
         chain: String,
     },
 

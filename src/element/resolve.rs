@@ -238,7 +238,11 @@ fn unknown_or_virtual(set: &ElementSet, name: &str, chain: &[String]) -> Element
         return ElementError::VirtualUnprovided {
             name: name.to_owned(),
             needed_by: needer.clone(),
-            providers: join_names(&providers),
+            fix: if providers.len() == 1 {
+                format!("{} provides it: add it", providers[0])
+            } else {
+                format!("{} provide it: add one", join_names(&providers))
+            },
             chain: render_chain(&chain[..chain.len() - 1]),
         };
     }

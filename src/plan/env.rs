@@ -34,7 +34,8 @@ pub fn hook_env(
         env.extend(
             caller
                 .iter()
-                .filter(|(k, _)| k.starts_with("DIB_"))
+                // DIB_CREATE_* configure dib-create itself, not the hooks.
+                .filter(|(k, _)| k.starts_with("DIB_") && !k.starts_with("DIB_CREATE_"))
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
     }
@@ -142,6 +143,7 @@ mod tests {
             ("DIB_RELEASE".into(), "noble".into()),
             ("DIB_INIT_SYSTEM".into(), "systemd".into()),
             ("OTHER".into(), "x".into()),
+            ("DIB_CREATE_DATA_DIR".into(), "/d".into()),
         ])
     }
 
@@ -179,6 +181,7 @@ mod tests {
         assert_eq!(env["ELEMENTS_PATH"], "/e");
         assert!(env.contains_key("_LIB"));
         assert!(!env.contains_key("OTHER"));
+        assert!(!env.contains_key("DIB_CREATE_DATA_DIR"));
     }
 
     #[test]

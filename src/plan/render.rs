@@ -30,9 +30,15 @@ pub fn render_text(plan: &Plan) -> String {
         }
     }
     let _ = writeln!(s, "\npackages:");
-    for (phase, p) in &plan.packages {
-        let _ = writeln!(s, "  {phase}: install [{}]", p.install.join(" "));
-        let _ = writeln!(s, "  {phase}: uninstall [{}]", p.uninstall.join(" "));
+    let phases = crate::element::package_installs::PACKAGE_PHASES
+        .iter()
+        .chain(&[super::EXTRA_PACKAGES]);
+    for phase in phases {
+        let Some(p) = plan.packages.get(*phase) else {
+            continue;
+        };
+        let _ = writeln!(s, "  {phase:<15} install   [{}]", p.install.join(" "));
+        let _ = writeln!(s, "  {phase:<15} uninstall [{}]", p.uninstall.join(" "));
     }
     let _ = writeln!(s, "\noutputs:");
     for o in &plan.outputs {
