@@ -27,6 +27,8 @@ type Spec = (
 
 struct Case {
     name: String,
+    /// Run over DIB's own elements directory instead of a made tree.
+    real: bool,
     elements: Vec<(usize, String, Vec<String>, Vec<String>)>,
     user: Vec<String>,
 }
@@ -35,6 +37,7 @@ impl Case {
     fn fixed(name: &str, specs: &[Spec], user: &[&str]) -> Case {
         Case {
             name: name.to_owned(),
+            real: false,
             elements: specs
                 .iter()
                 .map(|(d, n, deps, prov)| {
@@ -199,11 +202,50 @@ fn generated_cases() -> Vec<Case> {
         }
         cases.push(Case {
             name: format!("generated_{i:02}"),
+            real: false,
             elements,
             user,
         });
     }
     cases
+}
+
+/// Combinations of DIB's own elements (base and the default block device named
+/// explicitly, since element-info does not add them; `vm` alone is left out
+/// because there DIB's element-info fails where disk-image-create, and we, add
+/// block-device-mbr).
+fn real_cases() -> Vec<Case> {
+    [
+        "base ubuntu-minimal vm block-device-mbr",
+        "base debian-minimal vm block-device-efi",
+        "base centos vm block-device-gpt dhcp-all-interfaces",
+        "base fedora-container",
+        "base ubuntu vm block-device-mbr simple-init growroot",
+        "base rocky-container",
+        "base opensuse-minimal vm block-device-mbr",
+        "base ubuntu-minimal debian-minimal",
+    ]
+    .iter()
+    .map(|combo| Case {
+        name: format!("dib_elements_{}", combo.replace(' ', "_")),
+        real: true,
+        elements: Vec::new(),
+        user: combo.split(' ').map(str::to_owned).collect(),
+    })
+    .collect()
+}
+
+/// DIB's own elements directory.
+fn dib_elements_dir() -> Result<PathBuf, String> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import diskimage_builder, os; print(os.path.dirname(diskimage_builder.__file__))",
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    Ok(PathBuf::from(dir).join("elements"))
 }
 
 /// Writes the tree; returns the search directories.
@@ -306,7 +348,11 @@ fn element_dir(dirs: &[PathBuf], name: &str) -> PathBuf {
 fn run_case(case: &Case) -> Result<(), Failed> {
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let root = fs::canonicalize(tmp.path()).map_err(|e| e.to_string())?;
-    let dirs = write_tree(&root, case);
+    let dirs = if case.real {
+        vec![dib_elements_dir()?]
+    } else {
+        write_tree(&root, case)
+    };
     let dib = run_dib(&dirs, &case.user)?;
     let (ours, order, stderr) = run_ours(&root, &dirs, &case.user)?;
     if dib != ours {
@@ -350,6 +396,7 @@ fn main() {
     let trials = fixed_cases()
         .into_iter()
         .chain(generated_cases())
+        .chain(real_cases())
         .map(|case| {
             let name = case.name.clone();
             match missing.clone() {
