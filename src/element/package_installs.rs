@@ -700,6 +700,35 @@ mod tests {
     }
 
     #[test]
+    fn odd_yaml_never_panics() {
+        let bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n\
+                    c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n\
+                    e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n";
+        for yaml in [
+            "~",
+            "[]",
+            "{}",
+            "a: [[]]",
+            "a: {when: []}",
+            "a: [~, {}]",
+            "a: !!binary aGVsbG8=",
+            "&x [*x]",
+            "a: *undefined",
+            "? [a]\n: b\n",
+            "a: 1\na: 2\n",
+            "\t- x",
+            "a: {phase: 3}",
+            "a: {arch: [amd64]}",
+            "a: {dib_python_version: [3]}",
+            "a: {installtype: {}}",
+            bomb,
+        ] {
+            let f = fixture(&[("a", yaml, None)]);
+            let _ = run(&f, &[], "amd64");
+        }
+    }
+
+    #[test]
     fn parse_when_forms() {
         assert_eq!(parse_when("A=1"), Some(("A", false, "1")));
         assert_eq!(parse_when("A != b c "), Some(("A", true, "b c")));
