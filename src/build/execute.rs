@@ -25,7 +25,11 @@ pub fn execute(plan: &Plan, cli: &Cli) -> anyhow::Result<()> {
     let started = Instant::now();
     let root = builddir::build_root();
     builddir::cleanup_stale(&root);
-    let dir = BuildDir::create(&root, &plan.image_name)?;
+    let short_name = Path::new(&plan.image_name)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into());
+    let dir = BuildDir::create(&root, &short_name)?;
     log::open_file(&dir.log_path())?;
     if let Some(f) = &cli.logfile {
         log::open_file(f).with_context(|| format!("opening the log file {}", f.display()))?;
@@ -41,7 +45,6 @@ pub fn execute(plan: &Plan, cli: &Cli) -> anyhow::Result<()> {
     let result = run_stages(plan, cli, &dirs, &mut runner, &mut journal);
     let teardown = journal.close();
     log::info(&runner.timing_table());
-    eprintln!("{}", runner.timing_table());
     let outcome = combine(result, teardown);
     finish_build_dir(dir, &outcome, cli.keep_on_failure)?;
     if outcome.is_ok() {

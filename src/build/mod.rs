@@ -3,7 +3,10 @@
 pub mod builddir;
 pub mod execute;
 
-use crate::cli::Cli;
+use anyhow::Context;
+
+use crate::cli::{Cli, PlanFormat};
+use crate::plan::{self, Plan};
 
 /// Errors a user caused (bad input): exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +30,35 @@ pub fn prepare_process(cli: &Cli) -> anyhow::Result<()> {
 
 /// Runs one invocation of dib-create.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let _ = cli;
-    Err(UsageError("not implemented yet".into()).into())
+    if let Some(dir) = &cli.cleanup {
+        return cleanup(dir);
+    }
+    let plan = plan::build(&cli)?;
+    if cli.dry_run {
+        return print_plan(&plan, cli.format);
+    }
+    execute::execute(&plan, &cli)
+}
+
+/// Prints the plan on stdout in the requested format.
+pub fn print_plan(plan: &Plan, format: PlanFormat) -> anyhow::Result<()> {
+    let text = match format {
+        PlanFormat::Json => {
+            serde_json::to_string_pretty(plan).context("rendering the plan as JSON")? + "\n"
+        }
+        PlanFormat::Yaml => serde_saphyr::to_string(plan).context("rendering the plan as YAML")?,
+        PlanFormat::Text => plan::render_text(plan),
+    };
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing the plan to stdout")
+}
+
+/// `--cleanup DIR`: undo what a killed build left behind.
+fn cleanup(dir: &std::path::Path) -> anyhow::Result<()> {
+    builddir::cleanup(dir)
 }
 
 /// The error chain, printed once: outermost context first.
@@ -48,7 +78,13 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     if let Some(sig) = crate::host::interrupt::signal() {
         return 128u8.saturating_add(sig as u8);
     }
-    if e.chain().any(|c| c.is::<UsageError>()) {
+    let bad_input = e.chain().any(|c| {
+        c.is::<UsageError>()
+            || c.is::<crate::element::ElementError>()
+            || c.downcast_ref::<plan::PlanError>()
+                .is_some_and(plan::PlanError::is_bad_input)
+    });
+    if bad_input {
         return 2;
     }
     1

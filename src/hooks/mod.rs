@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::element::envd;
 use crate::host::{Cmd, log};
 use crate::plan::Plan;
 use crate::rootfs::chroot::IN_TARGET;
@@ -155,34 +156,24 @@ impl<'a> PhaseRunner<'a> {
     /// Sources environment.d once for a phase, where the phase runs.
     fn phase_env(&self, place: Place) -> anyhow::Result<BTreeMap<String, String>> {
         let base = self.base_env(place);
-        let files: Vec<String> = self
+        let dir = match place {
+            Place::Chroot => PathBuf::from(IN_TARGET).join("environment.d"),
+            Place::Outside => self.dirs.hooks.join("environment.d"),
+        };
+        let files: Vec<PathBuf> = self
             .plan
             .environment
             .iter()
             .filter_map(|p| p.file_name())
-            .map(|n| match place {
-                Place::Chroot => format!("{IN_TARGET}/environment.d/{}", n.to_string_lossy()),
-                Place::Outside => self
-                    .dirs
-                    .hooks
-                    .join("environment.d")
-                    .join(n)
-                    .display()
-                    .to_string(),
-            })
+            .map(|n| dir.join(n))
             .collect();
-        let mut cmd = Cmd::new("sourcing environment.d", "bash")
-            .env_clear()
-            .envs(&base)
-            .arg("-c")
-            .arg(SOURCE_ENV_SCRIPT)
-            .arg("dib-create-env")
-            .args(&files);
-        if place == Place::Chroot {
-            cmd = cmd.chroot(&self.dirs.target);
-        }
-        let raw = cmd.read_bytes()?;
-        Ok(parse_env0(&raw))
+        let chroot = (place == Place::Chroot).then_some(self.dirs.target.as_path());
+        Ok(envd::source_environment_in(
+            &files,
+            &base,
+            &self.dirs.build,
+            chroot,
+        )?)
     }
 
     fn run_hook(
@@ -212,11 +203,9 @@ impl<'a> PhaseRunner<'a> {
         } else {
             cmd = cmd.cwd(&self.dirs.build);
         }
+        let started = std::time::Instant::now();
         let result = cmd.run();
-        let elapsed = match &result {
-            Ok(o) => o.elapsed,
-            Err(_) => Duration::ZERO,
-        };
+        let elapsed = started.elapsed();
         self.timings.push(Timing {
             phase: phase.into(),
             element: element.clone(),
@@ -285,13 +274,6 @@ impl<'a> PhaseRunner<'a> {
     }
 }
 
-/// Sources each file given as an argument, then prints the exported result.
-/// `set -a` is not used: like DIB, only what the files export is exported.
-const SOURCE_ENV_SCRIPT: &str = r#"for f in "$@"; do
-  if [ -r "$f" ]; then source "$f" || { echo "environment file $f failed" >&2; exit 1; }; fi
-done
-env -0"#;
-
 fn phase_path(place: Place, env: &BTreeMap<String, String>) -> String {
     match place {
         Place::Chroot => CHROOT_PATH.to_string(),
@@ -306,18 +288,6 @@ fn phase_path(place: Place, env: &BTreeMap<String, String>) -> String {
             }
         }
     }
-}
-
-/// Parses `env -0` output; bash's exported functions come through too.
-pub fn parse_env0(raw: &[u8]) -> BTreeMap<String, String> {
-    raw.split(|b| *b == 0)
-        .filter_map(|kv| {
-            let s = String::from_utf8_lossy(kv);
-            let (k, v) = s.split_once('=')?;
-            (!k.is_empty()).then(|| (k.to_string(), v.to_string()))
-        })
-        .filter(|(k, _)| k != "_" && k != "SHLVL" && k != "PWD" && k != "OLDPWD")
-        .collect()
 }
 
 /// Drops into an interactive shell when `break=` names this point.
@@ -378,35 +348,6 @@ mod tests {
         assert_eq!(place_of("install.d"), Place::Chroot);
         assert_eq!(place_of("finalise.d"), Place::Chroot);
         assert_eq!(place_of("post-root.d"), Place::Outside);
-    }
-
-    #[test]
-    fn env0_parsing_keeps_values_with_equals_and_newlines() {
-        let raw = b"A=1\0B=x=y\0C=line1\nline2\0_=/usr/bin/env\0";
-        let env = parse_env0(raw);
-        assert_eq!(env["A"], "1");
-        assert_eq!(env["B"], "x=y");
-        assert_eq!(env["C"], "line1\nline2");
-        assert!(!env.contains_key("_"));
-    }
-
-    #[test]
-    fn environment_script_exports_only_exports() {
-        let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("10-x");
-        std::fs::write(&f, "export FOO=bar\nLOCAL=1\nexport BAZ=${FOO}-2\n").unwrap();
-        let raw = Cmd::new("t", "bash")
-            .env_clear()
-            .arg("-c")
-            .arg(SOURCE_ENV_SCRIPT)
-            .arg("x")
-            .arg(&f)
-            .read_bytes()
-            .unwrap();
-        let env = parse_env0(&raw);
-        assert_eq!(env["FOO"], "bar");
-        assert_eq!(env["BAZ"], "bar-2");
-        assert!(!env.contains_key("LOCAL"));
     }
 
     #[test]

@@ -1,0 +1,52 @@
+//! The human-readable form of a plan (`--dry-run --format text`).
+
+use std::fmt::Write;
+
+use super::Plan;
+
+/// Renders the plan for a person: elements, hooks per phase, packages, outputs.
+pub fn render_text(plan: &Plan) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "image: {} (arch {})", plan.image_name, plan.arch);
+    let _ = writeln!(s, "\nelements (in order):");
+    for name in &plan.elements {
+        let path = plan
+            .element_paths
+            .get(name)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let _ = writeln!(s, "  {name:<30} {path}");
+    }
+    let _ = writeln!(s, "\nenvironment.d:");
+    for f in &plan.environment {
+        let _ = writeln!(s, "  {}", f.display());
+    }
+    let _ = writeln!(s, "\nhooks:");
+    for phase in crate::element::PHASES {
+        let hooks = plan.hooks.get(phase).map(Vec::as_slice).unwrap_or(&[]);
+        let _ = writeln!(s, "  {phase} ({})", hooks.len());
+        for h in hooks {
+            let _ = writeln!(s, "    {}", h.display());
+        }
+    }
+    let _ = writeln!(s, "\npackages:");
+    let phases = crate::element::package_installs::PACKAGE_PHASES
+        .iter()
+        .chain(&[super::EXTRA_PACKAGES]);
+    for phase in phases {
+        let Some(p) = plan.packages.get(*phase) else {
+            continue;
+        };
+        let _ = writeln!(s, "  {phase:<15} install   [{}]", p.install.join(" "));
+        let _ = writeln!(s, "  {phase:<15} uninstall [{}]", p.uninstall.join(" "));
+    }
+    let _ = writeln!(s, "\noutputs:");
+    for o in &plan.outputs {
+        let _ = writeln!(s, "  {:<10} {}", o.kind, o.path.display());
+    }
+    let _ = writeln!(s, "\nhook environment (after environment.d):");
+    for (k, v) in &plan.resolved_env {
+        let _ = writeln!(s, "  {k}={}", v.replace('\n', "\\n"));
+    }
+    s
+}
