@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::element::envd;
+use crate::element::hooks as element_hooks;
 use crate::host::{Cmd, log};
 use crate::plan::Plan;
 use crate::rootfs::chroot::IN_TARGET;
@@ -128,7 +129,7 @@ impl<'a> PhaseRunner<'a> {
 
     /// Runs every hook of `phase` (if it has any) and honours `break=`.
     pub fn run_phase(&mut self, phase: &str) -> anyhow::Result<()> {
-        let hooks = self.plan.hooks.get(phase).cloned().unwrap_or_default();
+        let hooks = self.list_hooks(phase)?;
         maybe_break(
             &format!("before-{}", phase.trim_end_matches(".d")),
             self.shell_cmd(phase),
@@ -151,6 +152,25 @@ impl<'a> PhaseRunner<'a> {
             self.shell_cmd(phase),
         );
         Ok(())
+    }
+
+    /// The hooks of `phase`, listed from the merged tree when the phase
+    /// starts: earlier phases may add some (install-types links its chosen
+    /// install.d hooks in during extra-data.d). DIB's name filter and
+    /// `sort -n` order; a symlink to an executable file counts.
+    fn list_hooks(&self, phase: &str) -> anyhow::Result<Vec<String>> {
+        let dir = self.dirs.hooks.join(phase);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| element_hooks::is_executable_file(&e.path()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| element_hooks::is_hook_name(n))
+            .collect();
+        names.sort_by(|a, b| element_hooks::sort_n_cmp(a, b));
+        Ok(names)
     }
 
     /// Sources environment.d once for a phase, where the phase runs.
@@ -180,15 +200,11 @@ impl<'a> PhaseRunner<'a> {
         &mut self,
         phase: &str,
         place: Place,
-        hook: &Path,
+        script: &str,
         env: &BTreeMap<String, String>,
     ) -> anyhow::Result<()> {
-        let script = hook
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        let element = self.element_of(hook);
+        let script = script.to_string();
+        let element = self.element_of(phase, &script);
         let prog = match place {
             Place::Chroot => PathBuf::from(format!("{IN_TARGET}/{phase}/{script}")),
             Place::Outside => self.dirs.hooks.join(phase).join(&script),
@@ -246,14 +262,19 @@ impl<'a> PhaseRunner<'a> {
         Ok(())
     }
 
-    fn element_of(&self, hook: &Path) -> String {
-        let dir = hook.parent().and_then(Path::parent);
+    /// The element that ships `phase/script`; hooks linked in during the
+    /// build (install-types) have none of their own.
+    fn element_of(&self, phase: &str, script: &str) -> String {
+        let planned = self.plan.hooks.get(phase).into_iter().flatten();
+        let dir = planned
+            .filter(|p| p.file_name().is_some_and(|n| n == script))
+            .find_map(|p| p.parent().and_then(Path::parent));
         self.plan
             .element_paths
             .iter()
             .find(|(_, p)| Some(p.as_path()) == dir)
             .map(|(n, _)| n.clone())
-            .unwrap_or_else(|| "?".into())
+            .unwrap_or_else(|| "(linked at build time)".into())
     }
 
     /// A shell for `break=`, inside the chroot for chroot phases.
