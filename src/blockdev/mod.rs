@@ -1,1 +1,2 @@
 //! blockdev layer.
+pub mod yaml;

@@ -47,10 +47,20 @@ pub struct Cli {
     #[arg(short = 'a', value_name = "ARCH", env = "ARCH", help_heading = "Image")]
     pub arch: Option<String>,
     /// Image file name without extension.
-    #[arg(short = 'o', value_name = "NAME", default_value = "image", help_heading = "Image")]
+    #[arg(
+        short = 'o',
+        value_name = "NAME",
+        default_value = "image",
+        help_heading = "Image"
+    )]
     pub output: String,
     /// Output types, comma separated: qcow2, raw, vhd, vmdk, tar, tgz, squashfs, docker, oci, aci, ...
-    #[arg(short = 't', value_name = "TYPES", default_value = "qcow2", help_heading = "Image")]
+    #[arg(
+        short = 't',
+        value_name = "TYPES",
+        default_value = "qcow2",
+        help_heading = "Image"
+    )]
     pub types: String,
     /// Do not compress the qcow2 output.
     #[arg(short = 'u', help_heading = "Image")]
@@ -74,13 +84,23 @@ pub struct Cli {
     #[arg(long, value_name = "LABEL", help_heading = "Image")]
     pub root_label: Option<String>,
     /// Options passed to mkfs for the root filesystem.
-    #[arg(long, value_name = "OPTS", allow_hyphen_values = true, help_heading = "Image")]
+    #[arg(
+        long,
+        value_name = "OPTS",
+        allow_hyphen_values = true,
+        help_heading = "Image"
+    )]
     pub mkfs_options: Option<String>,
     /// Journal size in MiB of the root ext filesystem (default 64).
     #[arg(long, value_name = "MIB", help_heading = "Image")]
     pub mkfs_journal_size: Option<u64>,
     /// Extra qemu-img convert options (e.g. "compat=0.10").
-    #[arg(long, value_name = "OPTS", allow_hyphen_values = true, help_heading = "Image")]
+    #[arg(
+        long,
+        value_name = "OPTS",
+        allow_hyphen_values = true,
+        help_heading = "Image"
+    )]
     pub qemu_img_options: Option<String>,
     /// Maximum size the root filesystem may be grown online to, in blocks.
     #[arg(long, value_name = "BLOCKS", help_heading = "Image")]
@@ -97,7 +117,12 @@ pub struct Cli {
 
     // ---- Build environment ----
     /// Cache directory (packages, bootstrapped roots).
-    #[arg(long, value_name = "DIR", env = "DIB_IMAGE_CACHE", help_heading = "Build")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "DIB_IMAGE_CACHE",
+        help_heading = "Build"
+    )]
     pub image_cache: Option<PathBuf>,
     /// Do not update cached resources from the network.
     #[arg(long, help_heading = "Build")]
@@ -121,7 +146,12 @@ pub struct Cli {
     #[arg(long, help_heading = "Build")]
     pub keep_on_failure: bool,
     /// Undo what a killed build left behind in its build directory, then exit.
-    #[arg(long, value_name = "BUILD_DIR", help_heading = "Build", conflicts_with = "elements")]
+    #[arg(
+        long,
+        value_name = "BUILD_DIR",
+        help_heading = "Build",
+        conflicts_with = "elements"
+    )]
     pub cleanup: Option<PathBuf>,
 
     // ---- Plan ----
