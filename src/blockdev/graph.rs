@@ -214,11 +214,12 @@ fn check_unique_names(nodes: &[Node], source: &str) -> Result<()> {
     Ok(())
 }
 
-/// The order mount points are mounted in: by depth, then by path, so that
-/// `/` comes before `/boot` before `/boot/efi`; `none` (swap) last.
-fn mount_key(mp: &str) -> (bool, usize, String) {
-    let depth = mp.split('/').filter(|c| !c.is_empty()).count();
-    (mp == "none", depth, mp.to_string())
+/// The order mount points are mounted in: DIB's, by the path's bytes. A
+/// path sorts before everything under it (it is their prefix), so `/` comes
+/// before `/boot` before `/boot/efi`; `none` (swap) sorts after every
+/// absolute path. Keeping DIB's order also keeps DIB's fstab order.
+fn mount_key(mp: &str) -> &str {
+    mp
 }
 
 /// Rejects duplicate mount points, and makes each mount wait for the one
@@ -239,7 +240,7 @@ fn order_mounts(nodes: &mut [Node], source: &str) -> Result<()> {
         }
         mounts.push((i, m.mount_point.clone()));
     }
-    mounts.sort_by_key(|(i, mp)| (mount_key(mp), *i));
+    mounts.sort_by(|(i, a), (j, b)| mount_key(a).cmp(mount_key(b)).then(i.cmp(j)));
     for pair in mounts.windows(2) {
         let prev = nodes[pair[0].0].name.clone();
         nodes[pair[1].0].after.push(prev);
@@ -445,18 +446,47 @@ mod tests {
             "/var",
         ];
         mps.sort_by_key(|m| mount_key(m));
-        assert_eq!(
-            mps,
-            vec![
-                "/",
-                "/boot",
-                "/var",
-                "/var-lib",
-                "/boot/efi",
-                "/var/log",
-                "none"
-            ]
-        );
+        let want = [
+            "/",
+            "/boot",
+            "/boot/efi",
+            "/var",
+            "/var-lib",
+            "/var/log",
+            "none",
+        ];
+        assert_eq!(mps, want);
+        // Every path comes before the paths under it.
+        for (i, a) in mps.iter().enumerate() {
+            for b in &mps[..i] {
+                assert!(
+                    !b.starts_with(&format!("{a}/")),
+                    "{b} before its parent {a}"
+                );
+            }
+        }
+    }
+
+    fn bare(name: &str, deps: &[&str]) -> Node {
+        Node {
+            name: name.into(),
+            module: Module::Mkfs,
+            bases: deps.iter().map(|d| d.to_string()).collect(),
+            after: Vec::new(),
+            line: 0,
+            spec: Spec::Mount(MountPoint {
+                mount_point: "/".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn topo_order_reports_cycles() {
+        let nodes = [bare("a", &[]), bare("b", &["c"]), bare("c", &["b"])];
+        let want = vec!["`b`".to_string(), "`c`".to_string()];
+        assert_eq!(topo_order(&nodes), Err(want));
+        let nodes = [bare("x", &["y"]), bare("y", &[])];
+        assert_eq!(topo_order(&nodes), Ok(vec![1, 0]));
     }
 
     #[test]

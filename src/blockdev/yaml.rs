@@ -72,7 +72,8 @@ enum RawValue {
     Number(String),
     Str(String),
     Seq(Vec<Spanned<RawValue>>),
-    Map(Vec<(String, Spanned<RawValue>)>),
+    /// Key text, key line, value.
+    Map(Vec<(String, u32, Spanned<RawValue>)>),
 }
 
 fn resolve(node: Spanned<RawValue>, text: &str) -> YNode {
@@ -83,10 +84,18 @@ fn resolve(node: Spanned<RawValue>, text: &str) -> YNode {
         RawValue::Bool(b) => YValue::Scalar(source_text(&node.referenced, text, b.to_string())),
         RawValue::Number(n) => YValue::Scalar(source_text(&node.referenced, text, n)),
         RawValue::Seq(items) => YValue::Seq(items.into_iter().map(|i| resolve(i, text)).collect()),
+        // A map value is placed at its key's line: for `mkfs:` followed by
+        // an indented block, errors should point at `mkfs:`.
         RawValue::Map(entries) => YValue::Map(
             entries
                 .into_iter()
-                .map(|(k, v)| (k, resolve(v, text)))
+                .map(|(k, key_line, v)| {
+                    let mut node = resolve(v, text);
+                    if key_line > 0 {
+                        node.line = key_line;
+                    }
+                    (k, node)
+                })
                 .collect(),
         ),
     };
@@ -162,13 +171,14 @@ impl<'de> Visitor<'de> for RawVisitor {
         Ok(RawValue::Seq(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawValue, A::Error> {
-        let mut entries: Vec<(String, Spanned<RawValue>)> = Vec::new();
-        while let Some(key) = map.next_key::<KeyText>()? {
+        let mut entries: Vec<(String, u32, Spanned<RawValue>)> = Vec::new();
+        while let Some(key) = map.next_key::<Spanned<KeyText>>()? {
             let value = map.next_value::<Spanned<RawValue>>()?;
-            if entries.iter().any(|(k, _)| *k == key.0) {
-                return Err(de::Error::custom(format!("duplicate key `{}`", key.0)));
+            let name = key.value.0;
+            if entries.iter().any(|(k, _, _)| *k == name) {
+                return Err(de::Error::custom(format!("duplicate key `{name}`")));
             }
-            entries.push((key.0, value));
+            entries.push((name, key.referenced.line() as u32, value));
         }
         Ok(RawValue::Map(entries))
     }
@@ -207,7 +217,7 @@ mod tests {
             panic!()
         };
         let inner = &map(&items[0])[0].1;
-        assert_eq!(inner.line, 2);
+        assert_eq!(inner.line, 1);
         let m = map(inner);
         assert_eq!(m[0].1.as_str(), Some("0x83"));
         assert_eq!(m[0].1.line, 2);
