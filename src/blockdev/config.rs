@@ -493,13 +493,13 @@ fn lookup<'a>(m: &'a [(String, YNode)], key: &str) -> Option<&'a YNode> {
     m.iter().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
-fn scalar(n: &YNode, field: &str, node: &str, source: &str) -> Result<String> {
+fn scalar(n: &YNode, field: &'static str, node: &str, source: &str) -> Result<String> {
     n.as_str()
         .map(str::to_string)
         .ok_or_else(|| BlockDevError::InvalidValue {
             at: At::new(source, n.line),
             node: node.to_string(),
-            field: field.to_string(),
+            field,
             value: n.kind().to_string(),
             reason: "expected a single value".into(),
         })
@@ -569,7 +569,7 @@ impl<'a> Fields<'a> {
         lookup(self.map, key)
     }
 
-    fn str(&self, key: &str) -> Result<Option<String>> {
+    fn str(&self, key: &'static str) -> Result<Option<String>> {
         match self.get(key) {
             None => Ok(None),
             Some(YNode {
@@ -591,7 +591,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A list of scalars; a single scalar counts as a list of one.
-    fn list(&self, key: &str) -> Result<Option<Vec<String>>> {
+    fn list(&self, key: &'static str) -> Result<Option<Vec<String>>> {
         let Some(n) = self.get(key) else {
             return Ok(None);
         };
@@ -607,17 +607,17 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn invalid(&self, n: &YNode, field: &str, value: &str, reason: &str) -> BlockDevError {
+    fn invalid(&self, n: &YNode, field: &'static str, value: &str, reason: &str) -> BlockDevError {
         BlockDevError::InvalidValue {
             at: self.at(Some(n)),
             node: self.node.to_string(),
-            field: field.to_string(),
+            field,
             value: value.to_string(),
             reason: reason.to_string(),
         }
     }
 
-    fn size(&self, key: &str) -> Result<Option<u64>> {
+    fn size(&self, key: &'static str) -> Result<Option<u64>> {
         let Some(text) = self.str(key)? else {
             return Ok(None);
         };
@@ -626,7 +626,7 @@ impl<'a> Fields<'a> {
             .map_err(|r| self.invalid(self.get(key).unwrap_or(&NULL), key, &text, &r))
     }
 
-    fn number(&self, key: &str, default: u32) -> Result<u32> {
+    fn number(&self, key: &'static str, default: u32) -> Result<u32> {
         let Some(text) = self.str(key)? else {
             return Ok(default);
         };
@@ -641,7 +641,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A list of maps (the items of `pvs:`, `vgs:`, `lvs:`, `partitions:`).
-    fn maps(&self, key: &'static str, hint: &str) -> Result<Vec<(&'a [(String, YNode)], u32)>> {
+    fn maps(&self, key: &'static str, hint: &str) -> Result<Vec<(&'a YMap, u32)>> {
         let Some(n) = self.get(key) else {
             return Err(BlockDevError::MissingField {
                 at: self.at(None),
@@ -660,6 +660,9 @@ impl<'a> Fields<'a> {
             .collect()
     }
 }
+
+/// A map's entries with the line it starts on.
+type YMap = [(String, YNode)];
 
 static NULL: YNode = YNode {
     value: YValue::Null,
@@ -1039,7 +1042,7 @@ impl Ctx<'_> {
                 return Err(BlockDevError::InvalidValue {
                     at: At::new(self.source, n.line),
                     node: n.name.clone(),
-                    field: "base".into(),
+                    field: "base",
                     value: b.clone(),
                     reason: format!(
                         "must name a {kind} of the lvm node `{}` ({})",
@@ -1065,7 +1068,7 @@ impl Ctx<'_> {
         let bad = |value: &str, reason: &str| BlockDevError::InvalidValue {
             at: At::new(self.source, n.line),
             node: n.name.clone(),
-            field: "thin-pool".into(),
+            field: "thin-pool",
             value: value.to_string(),
             reason: reason.to_string(),
         };

@@ -66,7 +66,7 @@ pub enum BlockDevError {
     InvalidValue {
         at: At,
         node: String,
-        field: String,
+        field: &'static str,
         value: String,
         reason: String,
     },

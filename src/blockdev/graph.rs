@@ -288,7 +288,7 @@ fn check_kinds(nodes: &[Node], source: &str) -> Result<()> {
                 return Err(BlockDevError::InvalidValue {
                     at: At::new(source, n.line),
                     node: n.name.clone(),
-                    field: "base".into(),
+                    field: "base",
                     value: b.clone(),
                     reason: format!(
                         "a {} node must be based on {wanted}, but `{b}` is a {} node",
@@ -320,7 +320,7 @@ fn check_swap_mount(n: &Node, m: &MountPoint, fs: &Node, source: &str) -> Result
     Err(BlockDevError::InvalidValue {
         at: At::new(source, n.line),
         node: n.name.clone(),
-        field: "mount_point".into(),
+        field: "mount_point",
         value: m.mount_point.clone(),
         reason: reason.into(),
     })
@@ -382,7 +382,7 @@ fn check_mbr_slots(nodes: &[Node], tables: &[PartitionTable], source: &str) -> R
                 return Err(BlockDevError::InvalidValue {
                     at: At::new(source, n.line),
                     node: n.name.clone(),
-                    field: "flags".into(),
+                    field: "flags",
                     value: "primary".into(),
                     reason: "primary partitions must be listed before logical ones (those without the primary flag)".into(),
                 });

@@ -218,7 +218,7 @@ fn table_error(graph: &Graph, table: &PartitionTable, message: String) -> BlockD
 }
 
 fn check_disk(graph: &Graph, table: &PartitionTable, disk: Disk) -> Result<()> {
-    if disk.sector_size == 0 || disk.size_bytes % disk.sector_size != 0 {
+    if disk.sector_size == 0 || !disk.size_bytes.is_multiple_of(disk.sector_size) {
         return Err(table_error(
             graph,
             table,
@@ -252,7 +252,7 @@ fn extent(
 fn plan_mbr(graph: &Graph, table: &PartitionTable, disk: Disk) -> Result<MbrPlan> {
     check_disk(graph, table, disk)?;
     let ss = disk.sector_size;
-    if table.align % ss != 0 {
+    if !table.align.is_multiple_of(ss) {
         return Err(table_error(
             graph,
             table,
