@@ -48,6 +48,7 @@ pub mod fstab;
 pub mod graph;
 pub mod ids;
 pub mod partition;
+pub mod sfdisk;
 pub mod size;
 pub mod yaml;
 

@@ -148,15 +148,17 @@ pub fn compute_image_size(tree_bytes: u64, opts: &SizeOptions, graph: &Graph) ->
         .root_filesystem()
         .is_some_and(|(_, fs)| fs.fstype == "ext4");
     if root_is_ext4 && opts.image_size_gib.is_none() {
-        kib += opts.journal_size_mib.unwrap_or(DEFAULT_JOURNAL_MIB) * KIB;
+        let journal = opts.journal_size_mib.unwrap_or(DEFAULT_JOURNAL_MIB);
+        kib = kib.saturating_add(journal.saturating_mul(KIB));
     }
     if let Some(esp) = graph.esp_partition() {
-        kib += match esp.size {
+        kib = kib.saturating_add(match esp.size {
             SizeSpec::Bytes(b) => b.div_ceil(KIB),
             SizeSpec::Percent(_) => ESP_PAD_MIB * KIB,
-        };
+        });
     }
-    kib.div_ceil(64) * 64 * KIB
+    // Saturating: absurd flags must give an absurd size, not a panic.
+    kib.div_ceil(64).saturating_mul(64 * KIB)
 }
 
 /// The size before padding, in KiB.
@@ -166,7 +168,7 @@ fn base_kib(tree_bytes: u64, opts: &SizeOptions) -> u64 {
     }
     let tree_kib = tree_bytes.div_ceil(KIB);
     match opts.image_extra_size_mib {
-        Some(extra) => tree_kib + extra * KIB,
+        Some(extra) => tree_kib.saturating_add(extra.saturating_mul(KIB)),
         None => (tree_kib as f64 / 0.6) as u64,
     }
 }
@@ -239,5 +241,31 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(base_kib(1 << 40, &o), 2 * 1024 * 1024);
+    }
+
+    #[test]
+    fn absurd_inputs_do_not_panic() {
+        let g = crate::blockdev::load_config(
+            crate::blockdev::ConfigSource::Default,
+            &Default::default(),
+        )
+        .unwrap();
+        for o in [
+            SizeOptions {
+                image_size_gib: Some(1e300),
+                ..Default::default()
+            },
+            SizeOptions {
+                image_size_gib: Some(f64::NAN),
+                ..Default::default()
+            },
+            SizeOptions {
+                image_extra_size_mib: Some(u64::MAX),
+                journal_size_mib: Some(u64::MAX),
+                ..Default::default()
+            },
+        ] {
+            let _ = compute_image_size(u64::MAX, &o, &g);
+        }
     }
 }
