@@ -1,0 +1,271 @@
+//! Sizes as DIB writes them, and the image size computation.
+//!
+//! Units: `KiB MiB GiB TiB` are binary, `KB MB GB TB` and `K M G T` decimal,
+//! `B` or no unit is bytes. A number may have a fraction (`1.5GiB`); a unit
+//! alone means one of it. `N%` is a share of the space that remains.
+
+use serde::Serialize;
+
+use super::graph::Graph;
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+
+/// Unit suffixes and their factors. Longest first is not needed: matching is exact.
+const UNITS: &[(&str, u64)] = &[
+    ("TiB", 1 << 40),
+    ("GiB", 1 << 30),
+    ("MiB", 1 << 20),
+    ("KiB", 1 << 10),
+    ("TB", 1_000_000_000_000),
+    ("GB", 1_000_000_000),
+    ("MB", 1_000_000),
+    ("KB", 1_000),
+    ("T", 1_000_000_000_000),
+    ("G", 1_000_000_000),
+    ("M", 1_000_000),
+    ("K", 1_000),
+    ("B", 1),
+    ("", 1),
+];
+
+/// A size as given in the config.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SizeSpec {
+    /// An absolute number of bytes.
+    Bytes(u64),
+    /// A percentage (0 < p <= 100) of the space still free.
+    Percent(f64),
+}
+
+impl SizeSpec {
+    /// Parses `100%`, `8MiB`, `1.5G`, `4096`.
+    pub fn parse(spec: &str) -> Result<SizeSpec, String> {
+        let spec = spec.trim();
+        match spec.strip_suffix('%') {
+            Some(p) => parse_percent(p).map(SizeSpec::Percent),
+            None => parse_size(spec).map(SizeSpec::Bytes),
+        }
+    }
+
+    /// Bytes of this size when `free` bytes remain (DIB truncates percentages).
+    pub fn resolve(&self, free: u64) -> u64 {
+        match *self {
+            SizeSpec::Bytes(b) => b,
+            SizeSpec::Percent(p) => (free as f64 * p / 100.0) as u64,
+        }
+    }
+}
+
+fn parse_percent(p: &str) -> Result<f64, String> {
+    let v: f64 = p
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{p}%` is not a percentage"))?;
+    if !(v > 0.0 && v <= 100.0) {
+        return Err(format!("`{p}%` must be more than 0% and at most 100%"));
+    }
+    Ok(v)
+}
+
+/// Parses an absolute size into bytes, truncating fractions of a byte.
+pub fn parse_size(spec: &str) -> Result<u64, String> {
+    let spec = spec.trim();
+    let split = spec
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(spec.len());
+    let (number, unit) = spec.split_at(split);
+    // DIB allows one space between the number and the unit.
+    let unit = unit.strip_prefix(' ').unwrap_or(unit);
+    let factor = UNITS
+        .iter()
+        .find(|(u, _)| *u == unit)
+        .map(|(_, f)| *f)
+        .ok_or_else(|| {
+            format!("unknown unit `{unit}` in `{spec}`; use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB, K, M, G or T")
+        })?;
+    scale(number, factor).ok_or_else(|| format!("`{spec}` is not a valid size"))
+}
+
+/// `number × factor` computed exactly on the decimal digits (no float error).
+fn scale(number: &str, factor: u64) -> Option<u64> {
+    if number.is_empty() {
+        return Some(factor);
+    }
+    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+    if (int.is_empty() && frac.is_empty()) || frac.contains('.') || frac.len() > 18 {
+        return None;
+    }
+    let int_v: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    let frac_v: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
+    let denom = 10u128.pow(frac.len() as u32);
+    let total = int_v
+        .checked_mul(factor as u128)?
+        .checked_add(frac_v * factor as u128 / denom)?;
+    u64::try_from(total).ok()
+}
+
+/// The inputs of the image size computation (DIB's command-line flags).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SizeOptions {
+    /// `--image-size`, in GiB (may have a fraction).
+    pub image_size_gib: Option<f64>,
+    /// `--image-extra-size`, in MiB: tree size plus this, instead of ÷ 0.6.
+    pub image_extra_size_mib: Option<u64>,
+    /// `--mkfs-journal-size` in MiB (DIB's default is 64).
+    pub journal_size_mib: Option<u64>,
+}
+
+/// DIB's ext4 journal default, in MiB.
+pub const DEFAULT_JOURNAL_MIB: u64 = 64;
+/// What DIB pads for an ESP when the layout does not say its size.
+const ESP_PAD_MIB: u64 = 525;
+
+/// The size of the disk image in bytes, computed as DIB's disk-image-create
+/// does, in KiB and rounded up to 64 KiB:
+///
+/// - `--image-size` GiB when given; else the tree's size ÷ 0.6, or the tree's
+///   size plus `--image-extra-size` MiB;
+/// - plus the ext4 journal when the root filesystem is ext4 and no
+///   `--image-size` was given;
+/// - plus the ESP when the layout has one. DIB pads a fixed 525 MiB whenever
+///   the `block-device-efi` element is used; we pad the ESP's own size, which
+///   is what the pad stands for, and 525 MiB when it is given as a percentage.
+///
+/// An explicit `size:` on the first `local_loop` node wins over all of this,
+/// as it does in DIB.
+pub fn compute_image_size(tree_bytes: u64, opts: &SizeOptions, graph: &Graph) -> u64 {
+    if let Some(size) = graph.local_loops().find_map(|l| l.size) {
+        return size;
+    }
+    let mut kib = base_kib(tree_bytes, opts);
+    let root_is_ext4 = graph
+        .root_filesystem()
+        .is_some_and(|(_, fs)| fs.fstype == "ext4");
+    if root_is_ext4 && opts.image_size_gib.is_none() {
+        let journal = opts.journal_size_mib.unwrap_or(DEFAULT_JOURNAL_MIB);
+        kib = kib.saturating_add(journal.saturating_mul(KIB));
+    }
+    if let Some(esp) = graph.esp_partition() {
+        kib = kib.saturating_add(match esp.size {
+            SizeSpec::Bytes(b) => b.div_ceil(KIB),
+            SizeSpec::Percent(_) => ESP_PAD_MIB * KIB,
+        });
+    }
+    // Saturating: absurd flags must give an absurd size, not a panic.
+    kib.div_ceil(64).saturating_mul(64 * KIB)
+}
+
+/// The size before padding, in KiB.
+fn base_kib(tree_bytes: u64, opts: &SizeOptions) -> u64 {
+    if let Some(gib) = opts.image_size_gib {
+        return (gib.max(0.0) * (MIB as f64)) as u64;
+    }
+    let tree_kib = tree_bytes.div_ceil(KIB);
+    match opts.image_extra_size_mib {
+        Some(extra) => tree_kib.saturating_add(extra.saturating_mul(KIB)),
+        None => (tree_kib as f64 / 0.6) as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(parse_size("1KiB").unwrap(), 1024);
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("1TiB").unwrap(), 1 << 40);
+        assert_eq!(parse_size("1KB").unwrap(), 1000);
+        assert_eq!(parse_size("1MB").unwrap(), 1_000_000);
+        assert_eq!(parse_size("1GB").unwrap(), 1_000_000_000);
+        assert_eq!(parse_size("1TB").unwrap(), 1_000_000_000_000);
+        assert_eq!(parse_size("1K").unwrap(), 1000);
+        assert_eq!(parse_size("40G").unwrap(), 40_000_000_000);
+        assert_eq!(parse_size("3M").unwrap(), 3_000_000);
+        assert_eq!(parse_size("2T").unwrap(), 2_000_000_000_000);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("12B").unwrap(), 12);
+        assert_eq!(parse_size("8 MiB").unwrap(), 8 << 20);
+        assert_eq!(parse_size("MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("1.5GiB").unwrap(), 3 << 29);
+        assert_eq!(parse_size("0.5K").unwrap(), 500);
+    }
+
+    #[test]
+    fn bad_sizes() {
+        for bad in [
+            "1XiB",
+            "1mib",
+            "-1",
+            "1..2M",
+            ".",
+            "1e3",
+            "99999999999999999999TiB",
+            "ten",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert!(parse_size("1mib").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn percentages() {
+        assert_eq!(SizeSpec::parse("100%").unwrap(), SizeSpec::Percent(100.0));
+        assert_eq!(SizeSpec::parse("50%").unwrap().resolve(1001), 500);
+        assert_eq!(SizeSpec::parse("8MiB").unwrap().resolve(1), 8 << 20);
+        assert!(SizeSpec::parse("0%").is_err());
+        assert!(SizeSpec::parse("101%").is_err());
+        assert!(SizeSpec::parse("x%").is_err());
+    }
+
+    #[test]
+    fn base_sizes() {
+        let o = SizeOptions::default();
+        assert_eq!(base_kib(600 * 1024, &o), 1000);
+        let o = SizeOptions {
+            image_extra_size_mib: Some(10),
+            ..Default::default()
+        };
+        assert_eq!(base_kib(1024, &o), 1 + 10 * 1024);
+        let o = SizeOptions {
+            image_size_gib: Some(2.0),
+            image_extra_size_mib: Some(10),
+            ..Default::default()
+        };
+        assert_eq!(base_kib(1 << 40, &o), 2 * 1024 * 1024);
+    }
+
+    #[test]
+    fn absurd_inputs_do_not_panic() {
+        let g = crate::blockdev::load_config(
+            crate::blockdev::ConfigSource::Default,
+            &Default::default(),
+        )
+        .unwrap();
+        for o in [
+            SizeOptions {
+                image_size_gib: Some(1e300),
+                ..Default::default()
+            },
+            SizeOptions {
+                image_size_gib: Some(f64::NAN),
+                ..Default::default()
+            },
+            SizeOptions {
+                image_extra_size_mib: Some(u64::MAX),
+                journal_size_mib: Some(u64::MAX),
+                ..Default::default()
+            },
+        ] {
+            let _ = compute_image_size(u64::MAX, &o, &g);
+        }
+    }
+}
