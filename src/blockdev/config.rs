@@ -137,8 +137,9 @@ pub struct LoadOptions {
     pub block_size: Option<u32>,
 }
 
-/// A node of the block-device graph.
-#[derive(Clone, Debug, PartialEq)]
+/// A node of the block-device graph. It serialises as `name`, `module` and
+/// `bases`, the form `--dry-run --format json` shows.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Node {
     pub name: String,
     pub module: Module,
@@ -146,9 +147,12 @@ pub struct Node {
     pub bases: Vec<String>,
     /// Nodes that must come first for ordering only (the previous partition,
     /// the previous mount point, the LVM driver).
+    #[serde(skip)]
     pub after: Vec<String>,
     /// Line of the config entry (0 when unknown).
+    #[serde(skip)]
     pub line: u32,
+    #[serde(skip)]
     pub spec: Spec,
 }
 

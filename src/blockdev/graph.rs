@@ -338,7 +338,8 @@ fn check_labels(nodes: &[Node], source: &str) -> Result<()> {
                 other: other.to_string(),
             });
         }
-        let len = fs.label.chars().count();
+        // mkfs tools count bytes, not characters.
+        let len = fs.label.len();
         if let Some(max) = max_label_len(&fs.fstype).filter(|m| len > *m) {
             return Err(BlockDevError::LabelTooLong {
                 at: At::new(source, n.line),

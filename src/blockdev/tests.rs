@@ -81,6 +81,9 @@ fn efi_order_and_summary() {
             "fstab_mount_mkfs_root",
         ]
     );
+    let direct = serde_json::to_value(g.nodes()).unwrap();
+    assert_eq!(direct, serde_json::to_value(g.summary()).unwrap());
+    assert_eq!(direct[0].as_object().unwrap().len(), 3);
     let json = dry_run_json(&g, 123);
     assert_eq!(json["image_size"], 123);
     assert_eq!(json["nodes"][1]["name"], "ESP");
@@ -548,6 +551,14 @@ fn label_too_long() {
         );
         assert!(msg.contains(fstype) && msg.contains("line 3"), "{msg}");
     }
+    // Limits are in bytes, as mkfs counts them.
+    let e = load_err(
+        "- local_loop:\n    name: image0\n    mkfs:\n      type: vfat\n      label: ÄÄÄÄÄÄ\n",
+    );
+    assert!(
+        matches!(e, BlockDevError::LabelTooLong { len: 12, .. }),
+        "{e}"
+    );
     // At the limit is fine.
     load(
         "- local_loop:\n    name: image0\n    mkfs:\n      type: xfs\n      label: twelve-chars\n",
