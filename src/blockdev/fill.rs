@@ -85,9 +85,16 @@ pub fn mkfs_command(
     let label = spec.label.as_deref();
     let c = match spec.fstype.as_str() {
         "ext2" | "ext3" | "ext4" => {
+            // mke2fs keeps only the last -E, so ours and the config's are merged.
+            let (extended, rest) = take_extended_opts(&spec.opts);
+            let mut ext = vec![
+                "root_owner=0:0".to_string(),
+                format!("hash_seed={}", spec.uuid),
+            ];
+            ext.extend(extended);
             let mut c = Cmd::new(what, "mke2fs")
                 .args(["-F", "-q", "-t", &spec.fstype, "-U", &spec.uuid])
-                .args(["-E", &format!("root_owner=0:0,hash_seed={}", spec.uuid)]);
+                .args(["-E", &ext.join(",")]);
             if let Some(l) = label {
                 c = c.args(["-L", l]);
             }
@@ -97,7 +104,7 @@ pub fn mkfs_command(
             if let Some(e) = repro.epoch {
                 c = c.env("E2FSPROGS_FAKE_TIME", e.to_string());
             }
-            c.args(&spec.opts).arg(dev)
+            c.args(rest).arg(dev)
         }
         "xfs" => {
             let mut c =
@@ -139,6 +146,25 @@ pub fn mkfs_command(
         ),
     };
     Ok(c)
+}
+
+/// Splits `-E a,b` / `-Ea,b` out of mke2fs options.
+fn take_extended_opts(opts: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut ext = Vec::new();
+    let mut rest = Vec::new();
+    let mut it = opts.iter();
+    while let Some(o) = it.next() {
+        match o.strip_prefix("-E") {
+            Some("") => ext.extend(
+                it.next()
+                    .map(|v| v.split(',').map(String::from).collect::<Vec<_>>())
+                    .unwrap_or_default(),
+            ),
+            Some(v) => ext.extend(v.split(',').map(String::from)),
+            None => rest.push(o.clone()),
+        }
+    }
+    (ext, rest)
 }
 
 fn make(dev: &Path, spec: &FsSpec, tree: Option<&Path>, repro: Repro) -> anyhow::Result<()> {
@@ -261,6 +287,17 @@ mod tests {
         assert!(c.contains("-d /t"), "{c}");
         assert!(c.contains("hash_seed=0a1b2c3d"), "{c}");
         assert!(c.ends_with("-i 4096 /dev/x"), "{c}");
+    }
+
+    #[test]
+    fn extended_options_merge_into_one() {
+        let mut s = spec("ext4");
+        s.opts = vec!["-E".into(), "resize=100".into(), "-i".into(), "4096".into()];
+        let c = mkfs_command(Path::new("/d"), &s, None, Repro::default())
+            .unwrap()
+            .cmdline();
+        assert_eq!(c.matches("-E").count(), 1, "{c}");
+        assert!(c.contains(",resize=100"), "{c}");
     }
 
     #[test]

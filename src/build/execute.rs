@@ -7,6 +7,9 @@ use std::time::Instant;
 
 use super::UsageError;
 use super::builddir::{self, BuildDir};
+use super::disk;
+use crate::blockdev::Graph;
+use crate::blockdev::fill::Repro;
 use crate::cli::Cli;
 use crate::hooks::{BuildDirs, PhaseRunner};
 use crate::host::{Journal, log};
@@ -18,10 +21,12 @@ use std::path::Path;
 
 /// Output types that come straight from the tree.
 const TREE_TYPES: &[&str] = &["tar", "tgz", "squashfs", "docker", "oci"];
+/// Output types that are a disk image (qemu-img formats).
+const DISK_TYPES: &[&str] = &["raw", "qcow2", "vhd", "vpc", "vmdk", "vdi", "vhdx", "qed"];
 
 /// Builds the image a plan describes.
 pub fn execute(plan: &Plan, cli: &Cli) -> anyhow::Result<()> {
-    check_can_build(plan)?;
+    let graph = check_can_build(plan, cli)?;
     let started = Instant::now();
     let root = builddir::build_root();
     builddir::cleanup_stale(&root);
@@ -42,7 +47,15 @@ pub fn execute(plan: &Plan, cli: &Cli) -> anyhow::Result<()> {
         hooks: dir.hooks(),
     };
     let mut runner = PhaseRunner::new(plan, dirs.clone());
-    let result = run_stages(plan, cli, &dirs, &mut runner, &mut journal);
+    let result = Build {
+        plan,
+        cli,
+        dirs: &dirs,
+        runner: &mut runner,
+        journal: &mut journal,
+        graph: graph.as_ref(),
+    }
+    .run();
     let teardown = journal.close();
     log::info(&runner.timing_table());
     let outcome = combine(result, teardown);
@@ -53,8 +66,9 @@ pub fn execute(plan: &Plan, cli: &Cli) -> anyhow::Result<()> {
     outcome
 }
 
-/// Fails early, before anything is touched, on what cannot work.
-fn check_can_build(plan: &Plan) -> anyhow::Result<()> {
+/// Fails early, before anything is touched, on what cannot work. Returns the
+/// block-device graph when a disk output was asked for.
+fn check_can_build(plan: &Plan, cli: &Cli) -> anyhow::Result<Option<Graph>> {
     if !crate::host::is_root() {
         return Err(UsageError(
             "building needs root (it mounts and chroots); run it as root, or use --dry-run to see the plan"
@@ -63,50 +77,184 @@ fn check_can_build(plan: &Plan) -> anyhow::Result<()> {
         .into());
     }
     for o in &plan.outputs {
-        if !TREE_TYPES.contains(&o.kind.as_str()) {
+        let k = o.kind.as_str();
+        if !TREE_TYPES.contains(&k) && !DISK_TYPES.contains(&k) {
             return Err(UsageError(format!(
-                "output type {} is not implemented yet (available: {}); choose one with -t",
-                o.kind,
-                TREE_TYPES.join(", ")
+                "output type {k} is not implemented yet (available: {}, {}); choose one with -t",
+                TREE_TYPES.join(", "),
+                DISK_TYPES.join(", ")
             ))
             .into());
         }
     }
-    binfmt::ensure(&plan.arch)
+    let graph = if wants_disk(plan) {
+        disk::check_host()?;
+        Some(disk::load_graph(plan, cli)?)
+    } else {
+        None
+    };
+    binfmt::ensure(&plan.arch)?;
+    Ok(graph)
 }
 
-fn run_stages(
-    plan: &Plan,
-    cli: &Cli,
-    dirs: &BuildDirs,
-    runner: &mut PhaseRunner,
-    journal: &mut Journal,
-) -> anyhow::Result<()> {
-    log::step("preparing the hooks tree");
-    crate::hooks::tree::prepare(plan, &dirs.hooks)?;
-    runner.run_phase("root.d")?;
-    check_root_exists(&dirs.target)?;
-    runner.run_phase("extra-data.d")?;
+fn wants_disk(plan: &Plan) -> bool {
+    plan.outputs
+        .iter()
+        .any(|o| DISK_TYPES.contains(&o.kind.as_str()))
+}
 
-    let first = chroot::enter(journal, &dirs.target, &dirs.hooks)?;
-    runner.run_phase("pre-install.d")?;
-    runner.run_phase("install.d")?;
-    runner.install_extra_packages(&cli.extra_packages())?;
-    runner.run_phase("post-install.d")?;
-    runner.run_phase("post-root.d")?;
-    journal.undo_until(&first)?;
-    log::info(
-        "phases block-device.d and the block-device step do not run: no disk output was asked for",
-    );
+/// One build in progress: what every stage needs.
+struct Build<'a, 'r> {
+    plan: &'a Plan,
+    cli: &'a Cli,
+    dirs: &'a BuildDirs,
+    runner: &'r mut PhaseRunner<'a>,
+    journal: &'r mut Journal,
+    graph: Option<&'a Graph>,
+}
 
-    let first = chroot::enter(journal, &dirs.target, &dirs.hooks)?;
-    runner.run_phase("pre-finalise.d")?;
-    runner.run_phase("finalise.d")?;
-    runner.run_phase("cleanup.d")?;
-    journal.undo_until(&first)?;
+impl Build<'_, '_> {
+    fn run(&mut self) -> anyhow::Result<()> {
+        if let Some(g) = self.graph {
+            for (k, v) in disk::config_env(g) {
+                self.runner.set_env(k, v);
+            }
+        }
+        self.root_phases()?;
+        let disk = match self.graph {
+            Some(g) => Some(self.make_disk(g)?),
+            None => {
+                log::info(
+                    "phases block-device.d and the block-device step do not run: no disk output was asked for",
+                );
+                None
+            }
+        };
+        self.finalise_phases()?;
+        check_no_leftovers(&self.dirs.target)?;
+        // Every output is finished under a temporary name first; they are
+        // renamed into place together, only once all of them succeeded.
+        let mut pending =
+            write_tree_outputs(self.plan, self.cli, &self.dirs.target, &self.dirs.build)?;
+        if let (Some(g), Some(d)) = (self.graph, disk) {
+            disk::fill(
+                g,
+                &d,
+                &self.dirs.target,
+                &self.dirs.build,
+                self.journal,
+                repro(),
+            )?;
+            disk::detach(&d, self.journal)?;
+            pending.extend(write_disk_outputs(self.plan, self.cli, &d)?);
+        }
+        commit_outputs(pending, self.cli.checksum)
+    }
 
-    check_no_leftovers(&dirs.target)?;
-    write_tree_outputs(plan, cli, &dirs.target, &dirs.build)
+    /// root.d to post-root.d: the tree is built.
+    fn root_phases(&mut self) -> anyhow::Result<()> {
+        log::step("preparing the hooks tree");
+        crate::hooks::tree::prepare(self.plan, &self.dirs.hooks)?;
+        self.runner.run_phase("root.d")?;
+        check_root_exists(&self.dirs.target)?;
+        self.runner.run_phase("extra-data.d")?;
+        let first = chroot::enter(self.journal, &self.dirs.target, &self.dirs.hooks)?;
+        self.runner.run_phase("pre-install.d")?;
+        self.runner.run_phase("install.d")?;
+        self.runner
+            .install_extra_packages(&self.cli.extra_packages())?;
+        self.runner.run_phase("post-install.d")?;
+        self.runner.run_phase("post-root.d")?;
+        self.journal.undo_until(&first)
+    }
+
+    /// block-device.d, then the disk from the YAML config, then fstab.
+    fn make_disk(&mut self, graph: &Graph) -> anyhow::Result<disk::Disk> {
+        self.runner.run_phase("block-device.d")?;
+        let size = disk::image_size(graph, self.cli, &self.dirs.target)?;
+        let d = disk::create(graph, size, &self.dirs.build, self.journal, seed())?;
+        for (k, v) in disk::block_device_env(&d) {
+            self.runner.set_env(k, v);
+        }
+        disk::write_fstab(graph, &d, &self.dirs.target)?;
+        Ok(d)
+    }
+
+    /// pre-finalise.d, finalise.d (chroot) and cleanup.d on the final tree.
+    fn finalise_phases(&mut self) -> anyhow::Result<()> {
+        let first = chroot::enter(self.journal, &self.dirs.target, &self.dirs.hooks)?;
+        self.runner.run_phase("pre-finalise.d")?;
+        self.runner.run_phase("finalise.d")?;
+        self.runner.run_phase("cleanup.d")?;
+        self.journal.undo_until(&first)
+    }
+}
+
+/// Seed for disk ids and UUIDs: SOURCE_DATE_EPOCH makes them reproducible.
+fn seed() -> Option<u64> {
+    source_date_epoch()
+}
+
+fn repro() -> Repro {
+    Repro {
+        epoch: source_date_epoch(),
+    }
+}
+
+/// Converts the raw disk into each disk output; raw itself goes last,
+/// because it is moved rather than copied.
+fn write_disk_outputs(plan: &Plan, cli: &Cli, d: &disk::Disk) -> anyhow::Result<Vec<Pending>> {
+    let mut outs: Vec<_> = plan
+        .outputs
+        .iter()
+        .filter(|o| DISK_TYPES.contains(&o.kind.as_str()))
+        .collect();
+    outs.sort_by_key(|o| o.kind == "raw");
+    let mut done = Vec::new();
+    for o in outs {
+        log::step(&format!("writing {} output {}", o.kind, o.path.display()));
+        let pending = Pending::new(&o.path);
+        if o.kind == "raw" {
+            move_sparse(&d.raw, &pending.tmp)?;
+        } else {
+            let compress = !cli.uncompressed;
+            convert::qemu_img(
+                &d.raw,
+                &pending.tmp,
+                &o.kind,
+                compress,
+                cli.qemu_img_options.as_deref(),
+            )?;
+        }
+        done.push(pending);
+    }
+    Ok(done)
+}
+
+/// Renames every finished output into place and writes checksums.
+fn commit_outputs(pending: Vec<Pending>, checksum: bool) -> anyhow::Result<()> {
+    for p in pending {
+        let done = p.commit()?;
+        if checksum {
+            output::write_checksums(&done)?;
+        }
+        log::step(&format!("wrote {}", done.display()));
+    }
+    Ok(())
+}
+
+/// Renames, or copies keeping holes when the output is on another filesystem.
+fn move_sparse(from: &Path, to: &Path) -> anyhow::Result<()> {
+    if std::fs::rename(from, to).is_ok() {
+        return Ok(());
+    }
+    crate::host::Cmd::new("copying the raw image", "cp")
+        .arg("--sparse=always")
+        .arg(from)
+        .arg(to)
+        .run()?;
+    std::fs::remove_file(from)?;
+    Ok(())
 }
 
 /// root.d must have produced a tree; say which elements could have.
@@ -134,7 +282,13 @@ fn check_no_leftovers(target: &Path) -> anyhow::Result<()> {
     )
 }
 
-fn write_tree_outputs(plan: &Plan, cli: &Cli, target: &Path, build: &Path) -> anyhow::Result<()> {
+fn write_tree_outputs(
+    plan: &Plan,
+    cli: &Cli,
+    target: &Path,
+    build: &Path,
+) -> anyhow::Result<Vec<Pending>> {
+    let mut done = Vec::new();
     for o in plan
         .outputs
         .iter()
@@ -143,13 +297,9 @@ fn write_tree_outputs(plan: &Plan, cli: &Cli, target: &Path, build: &Path) -> an
         log::step(&format!("writing {} output {}", o.kind, o.path.display()));
         let pending = Pending::new(&o.path);
         write_tree_output(plan, cli, &o.kind, target, build, &pending.tmp)?;
-        let done = pending.commit()?;
-        if cli.checksum {
-            output::write_checksums(&done)?;
-        }
-        log::step(&format!("wrote {}", done.display()));
+        done.push(pending);
     }
-    Ok(())
+    Ok(done)
 }
 
 /// Writes one output made from the tree (no disk) to `dest`.

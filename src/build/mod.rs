@@ -1,6 +1,7 @@
 //! The orchestration: turn a request into a plan, then execute it stage by stage.
 
 pub mod builddir;
+pub mod disk;
 pub mod execute;
 
 use anyhow::Context;

@@ -1,0 +1,436 @@
+//! Making the disk: the block-device graph turned into a raw image with a
+//! partition table, one loop device (partitions through BLKPG), filesystems
+//! built from the staging tree, and fstab.
+//!
+//! Order, and why: the disk and its partitions exist first, so finalise.d
+//! hooks see `IMAGE_BLOCK_DEVICE` (a bootloader installs into the real disk's
+//! boot area). finalise.d then runs on the staging tree, and only afterwards is
+//! each filesystem built from that tree (`mke2fs -d` and friends, see
+//! [`crate::blockdev::fill`]). The tree is copied once, by mkfs, and never
+//! through a read-write kernel mount, which keeps the bytes reproducible.
+
+use anyhow::{Context, bail};
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::UsageError;
+use crate::blockdev::fill::{self, FsSpec, Repro};
+use crate::blockdev::fstab::{self, FsFacts};
+use crate::blockdev::partition::{self, Disk as DiskGeom};
+use crate::blockdev::{
+    self, ConfigSource, Graph, LegacyRootOptions, LoadOptions, SizeOptions, Spec,
+};
+use crate::cli::Cli;
+use crate::host::{Cmd, Entry, Journal, log, loopdev};
+use crate::plan::Plan;
+
+/// A disk being built.
+pub struct Disk {
+    /// The raw image file.
+    pub raw: PathBuf,
+    /// The whole-disk loop device.
+    pub loop_dev: PathBuf,
+    /// The journal entry of the loop device, to detach it early.
+    pub loop_entry: Entry,
+    /// Block device of each graph node that is one (loop, partitions).
+    pub devices: BTreeMap<String, PathBuf>,
+    /// Label, UUID and type of each mkfs node.
+    pub facts: BTreeMap<String, FsFacts>,
+    pub size: u64,
+}
+
+/// Where the config comes from, in DIB's order.
+pub fn config_source(plan: &Plan) -> ConfigSource {
+    if let Some(v) = plan
+        .hook_env
+        .get("DIB_BLOCK_DEVICE_CONFIG")
+        .filter(|v| !v.trim().is_empty())
+    {
+        return ConfigSource::Env(v.clone());
+    }
+    plan.elements
+        .iter()
+        .find_map(|e| blockdev::find_element_config(&plan.element_paths[e], &plan.arch))
+        .map_or(ConfigSource::Default, ConfigSource::File)
+}
+
+/// The options outside the YAML: DIB's legacy root settings.
+pub fn load_options(plan: &Plan, cli: &Cli) -> LoadOptions {
+    let env = &plan.resolved_env;
+    LoadOptions {
+        root: LegacyRootOptions {
+            fs_type: env
+                .get("DIB_ROOT_FSTYPE")
+                .cloned()
+                .unwrap_or_else(|| "ext4".into()),
+            label: cli
+                .root_label
+                .clone()
+                .or_else(|| env.get("DIB_ROOT_LABEL").cloned()),
+            mkfs_options: cli.mkfs_options.clone(),
+            journal_size_mib: cli
+                .mkfs_journal_size
+                .unwrap_or(blockdev::size::DEFAULT_JOURNAL_MIB),
+            max_online_resize: cli.max_online_resize.map(|n| n.to_string()),
+        },
+        block_size: env.get("DIB_BLOCK_SIZE").and_then(|v| v.parse().ok()),
+    }
+}
+
+/// Reads and checks the block-device config; bad configs are bad input.
+pub fn load_graph(plan: &Plan, cli: &Cli) -> anyhow::Result<Graph> {
+    let graph = blockdev::load_config(config_source(plan), &load_options(plan, cli))
+        .map_err(|e| UsageError(e.to_string()))?;
+    check_buildable(&graph)?;
+    Ok(graph)
+}
+
+/// What the block-device layer cannot do on this host or yet at all.
+fn check_buildable(graph: &Graph) -> anyhow::Result<()> {
+    if graph.uses_lvm() && !Path::new("/dev/mapper/control").exists() {
+        return Err(UsageError(
+            "this block-device config uses LVM, which needs device-mapper, and this kernel has none \
+             (/dev/mapper/control is missing); choose a layout without LVM, e.g. block-device-gpt or block-device-efi"
+                .into(),
+        )
+        .into());
+    }
+    if graph.uses_lvm() {
+        return Err(UsageError("building LVM layouts is not implemented yet".into()).into());
+    }
+    if graph.local_loops().count() != 1 {
+        return Err(UsageError(
+            "block-device configs with more than one local_loop image are not supported yet".into(),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The image size DIB would compute from the tree (`--image-size` wins).
+pub fn image_size(graph: &Graph, cli: &Cli, tree: &Path) -> anyhow::Result<u64> {
+    let opts = SizeOptions {
+        image_size_gib: cli.image_size,
+        image_extra_size_mib: cli.image_extra_size,
+        journal_size_mib: cli.mkfs_journal_size,
+    };
+    let explicit = graph.local_loops().find_map(|l| l.size);
+    let size = match explicit {
+        Some(s) => s,
+        None => blockdev::compute_image_size(tree_bytes(tree)?, &opts, graph),
+    };
+    graph
+        .check_fits(size)
+        .map_err(|e| UsageError(e.to_string()))?;
+    Ok(size)
+}
+
+/// Disk usage of the tree in bytes, as `du -s -x` reports it (DIB's measure).
+pub fn tree_bytes(tree: &Path) -> anyhow::Result<u64> {
+    let out = Cmd::new("measuring the tree", "du")
+        .args(["-s", "-x", "--block-size=1"])
+        .arg(tree)
+        .read()?;
+    out.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("unexpected du output {out:?}"))
+}
+
+/// Creates the raw image, its partition table and the loop device.
+pub fn create(
+    graph: &Graph,
+    size: u64,
+    build: &Path,
+    journal: &mut Journal,
+    seed: Option<u64>,
+) -> anyhow::Result<Disk> {
+    let image_node = graph
+        .nodes()
+        .iter()
+        .find(|n| matches!(n.spec, Spec::LocalLoop(_)))
+        .map(|n| n.name.clone())
+        .context("the block-device config has no local_loop")?;
+    let raw = build.join(format!("{image_node}.raw"));
+    let file = fs::OpenOptions::new()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(&raw)
+        .with_context(|| format!("creating {}", raw.display()))?;
+    file.set_len(size)?;
+    let extents = write_tables(graph, &image_node, file, size, seed)?;
+    log::step(&format!(
+        "disk image {} ({} MiB)",
+        raw.display(),
+        size >> 20
+    ));
+    let loop_dev = loopdev::attach(&raw, 0, None)?;
+    let loop_entry = Entry::Loop(loop_dev.clone());
+    journal.record(loop_entry.clone())?;
+    let mut devices = BTreeMap::from([(image_node.clone(), loop_dev.clone())]);
+    if !extents.is_empty() {
+        let nodes = loopdev::add_partitions(&loop_dev)?;
+        for e in &extents {
+            let node = nodes.get(e.number as usize - 1).with_context(|| {
+                format!(
+                    "partition {} of {} did not appear",
+                    e.number,
+                    loop_dev.display()
+                )
+            })?;
+            devices.insert(e.name.clone(), node.clone());
+        }
+    }
+    let facts = fat_ids_as_blkid_shows_them(fstab::facts_from_config(graph, seed))?;
+    Ok(Disk {
+        raw,
+        loop_dev,
+        loop_entry,
+        devices,
+        facts,
+        size,
+    })
+}
+
+/// A FAT filesystem has a 32-bit volume id, which blkid (and so fstab)
+/// spells `ABCD-1234`; derive it from the UUID the config gives.
+fn fat_ids_as_blkid_shows_them(
+    mut facts: BTreeMap<String, FsFacts>,
+) -> anyhow::Result<BTreeMap<String, FsFacts>> {
+    for f in facts.values_mut().filter(|f| f.fstype == "vfat") {
+        if let Some(u) = &f.uuid {
+            f.uuid = Some(fill::vfat_uuid_display(u)?);
+        }
+    }
+    Ok(facts)
+}
+
+fn write_tables(
+    graph: &Graph,
+    image_node: &str,
+    mut file: fs::File,
+    size: u64,
+    seed: Option<u64>,
+) -> anyhow::Result<Vec<partition::PartitionExtent>> {
+    if graph.table_on(image_node).is_none() {
+        return Ok(Vec::new());
+    }
+    let disk = DiskGeom {
+        size_bytes: size,
+        sector_size: graph.sector_size_of(image_node),
+    };
+    let extents = partition::write_table(&mut file, graph, image_node, disk, seed)
+        .map_err(|e| UsageError(e.to_string()))?;
+    file.sync_all()?;
+    Ok(extents)
+}
+
+/// The environment DIB gives hooks once the disk exists.
+pub fn block_device_env(disk: &Disk) -> Vec<(&'static str, String)> {
+    let all: Vec<String> = disk
+        .devices
+        .iter()
+        .map(|(k, v)| format!("[{k}]={}", v.display()))
+        .collect();
+    vec![
+        ("IMAGE_BLOCK_DEVICE", disk.loop_dev.display().to_string()),
+        ("IMAGE_BLOCK_DEVICES", format!(" {} ", all.join(" "))),
+    ]
+}
+
+/// Variables DIB derives from the config before the first phase.
+pub fn config_env(graph: &Graph) -> Vec<(&'static str, String)> {
+    let mut v = Vec::new();
+    if let Some((_, fs)) = graph.root_filesystem() {
+        v.push(("DIB_ROOT_FSTYPE", fs.fstype.clone()));
+        v.push(("DIB_ROOT_LABEL", fs.label.clone()));
+    }
+    let boot = graph
+        .mounts()
+        .find(|(_, m)| m.mount_point == "/boot")
+        .and_then(|(n, _)| n.bases.first())
+        .and_then(|fs| graph.filesystems().find(|(name, _)| name == fs))
+        .map(|(_, fs)| fs.label.clone())
+        .unwrap_or_default();
+    v.push(("DIB_BOOT_LABEL", boot));
+    let points: Vec<String> = graph.mounts().map(|(_, m)| m.mount_point.clone()).collect();
+    v.push(("DIB_MOUNTPOINTS", points.join(" ")));
+    v
+}
+
+/// Writes /etc/fstab into the tree.
+pub fn write_fstab(graph: &Graph, disk: &Disk, tree: &Path) -> anyhow::Result<()> {
+    let text = fstab::render(graph, &disk.facts);
+    fs::create_dir_all(tree.join("etc"))?;
+    fs::write(tree.join("etc/fstab"), text).context("writing /etc/fstab")
+}
+
+/// Builds every filesystem from the tree. The tree is split at the mount
+/// points first (each nested mount's directory moved out, an empty directory
+/// left in its place), so each filesystem gets exactly its own files.
+pub fn fill(
+    graph: &Graph,
+    disk: &Disk,
+    tree: &Path,
+    build: &Path,
+    journal: &mut Journal,
+    repro: Repro,
+) -> anyhow::Result<()> {
+    let lost_found = tree.join("lost+found");
+    if lost_found.is_dir() {
+        fs::remove_dir_all(&lost_found)?;
+    }
+    let parts = split_tree(graph, tree, &build.join("fs"))?;
+    for (name, fsys) in graph.filesystems() {
+        let dev = device_of(graph, disk, name)?;
+        let facts = &disk.facts[name];
+        let spec = FsSpec {
+            fstype: fsys.fstype.clone(),
+            label: facts.label.clone().filter(|l| !l.is_empty()),
+            uuid: facts.uuid.clone().unwrap_or_default(),
+            opts: split_opts(fsys.opts.as_deref()),
+        };
+        let content = parts.get(name).map(PathBuf::as_path);
+        log::step(&format!(
+            "making {} filesystem {name} on {}",
+            spec.fstype,
+            dev.display()
+        ));
+        fill::make_and_fill(
+            &dev,
+            &spec,
+            content,
+            fill::default_mode(&spec.fstype),
+            repro,
+            journal,
+            build,
+        )?;
+    }
+    Ok(())
+}
+
+/// mkfs options as words; DIB passes them through a shell, so quotes count.
+fn split_opts(opts: Option<&str>) -> Vec<String> {
+    opts.map(|o| shell_words(o)).unwrap_or_default()
+}
+
+/// Splits like a POSIX shell does for plain words and quotes (no expansion).
+fn shell_words(s: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    for c in s.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    words
+}
+
+/// The block device a mkfs node sits on (its base: a partition or the disk).
+fn device_of(graph: &Graph, disk: &Disk, mkfs: &str) -> anyhow::Result<PathBuf> {
+    let node = graph.node(mkfs).context("unknown filesystem node")?;
+    let base = node.bases.first().context("filesystem without a base")?;
+    disk.devices.get(base).cloned().with_context(|| {
+        format!("filesystem {mkfs} sits on {base}, which is not a block device we made")
+    })
+}
+
+/// Moves each non-root mount's directory out of the tree. Returns the
+/// content directory of each mkfs node that has one.
+fn split_tree(
+    graph: &Graph,
+    tree: &Path,
+    parts: &Path,
+) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let mut mounts: Vec<(String, String)> = graph
+        .mounts()
+        .filter(|(_, m)| m.mount_point.starts_with('/'))
+        .filter_map(|(n, m)| Some((n.bases.first()?.clone(), m.mount_point.clone())))
+        .collect();
+    // Deepest first, so /boot/efi leaves /boot before /boot leaves /.
+    mounts.sort_by_key(|(_, mp)| std::cmp::Reverse(mp.matches('/').count()));
+    let mut out = BTreeMap::new();
+    fs::create_dir_all(parts)?;
+    for (fs_name, mp) in mounts {
+        if mp == "/" {
+            out.insert(fs_name, tree.to_path_buf());
+            continue;
+        }
+        let inside = tree.join(mp.trim_start_matches('/'));
+        let dest = parts.join(&fs_name);
+        if inside.is_dir() {
+            let meta = fs::metadata(&inside)?;
+            fs::rename(&inside, &dest)
+                .with_context(|| format!("moving {} out of the tree", inside.display()))?;
+            fs::create_dir(&inside)?;
+            fs::set_permissions(&inside, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+            nix::unistd::chown(
+                &inside,
+                Some(nix::unistd::Uid::from_raw(meta.uid())),
+                Some(nix::unistd::Gid::from_raw(meta.gid())),
+            )?;
+        } else {
+            fs::create_dir_all(&inside)?;
+            fs::create_dir_all(&dest)?;
+        }
+        out.insert(fs_name, dest);
+    }
+    Ok(out)
+}
+
+/// Detaches the loop device (everything is written) before conversion.
+pub fn detach(disk: &Disk, journal: &mut Journal) -> anyhow::Result<()> {
+    Cmd::new("flushing the disk", "sync").run()?;
+    journal.undo_until(&disk.loop_entry)
+}
+
+/// Refuses a disk output when the host cannot make it, before any work.
+pub fn check_host() -> anyhow::Result<()> {
+    if !loopdev::available() {
+        bail!(
+            "disk outputs need loop devices, and /dev/loop-control is missing (load the loop module)"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_split_like_a_shell() {
+        assert_eq!(
+            shell_words("-i 4096 -J size=64"),
+            ["-i", "4096", "-J", "size=64"]
+        );
+        assert_eq!(
+            shell_words("-O '^has_journal' \"a b\""),
+            ["-O", "^has_journal", "a b"]
+        );
+        assert!(shell_words("  ").is_empty());
+    }
+}
