@@ -79,6 +79,40 @@ pub fn load_options(plan: &Plan, cli: &Cli) -> LoadOptions {
     }
 }
 
+/// The `block_device` key of `--dry-run`: nodes in creation order and the
+/// image size. The tree does not exist yet, so the size is the one for an
+/// empty tree (or the --image-size / local_loop size when given); the build
+/// recomputes it from the real tree.
+pub fn dry_run_value(plan: &Plan, cli: &Cli) -> anyhow::Result<Option<serde_json::Value>> {
+    if !plan.outputs.iter().any(|o| is_disk_type(&o.kind)) {
+        return Ok(None);
+    }
+    let graph = blockdev::load_config(config_source(plan), &load_options(plan, cli))
+        .map_err(|e| UsageError(e.to_string()))?;
+    let size = match graph.local_loops().find_map(|l| l.size) {
+        Some(s) => s,
+        None => blockdev::compute_image_size(0, &size_options(cli), &graph),
+    };
+    let mut v = blockdev::dry_run_json(&graph, size);
+    v["source"] = serde_json::json!(graph.source());
+    Ok(Some(v))
+}
+
+/// Output types that are disk images (qemu-img formats).
+pub const DISK_TYPES: &[&str] = &["raw", "qcow2", "vhd", "vpc", "vmdk", "vdi", "vhdx", "qed"];
+
+pub fn is_disk_type(kind: &str) -> bool {
+    DISK_TYPES.contains(&kind)
+}
+
+fn size_options(cli: &Cli) -> SizeOptions {
+    SizeOptions {
+        image_size_gib: cli.image_size,
+        image_extra_size_mib: cli.image_extra_size,
+        journal_size_mib: cli.mkfs_journal_size,
+    }
+}
+
 /// Reads and checks the block-device config; bad configs are bad input.
 pub fn load_graph(plan: &Plan, cli: &Cli) -> anyhow::Result<Graph> {
     let graph = blockdev::load_config(config_source(plan), &load_options(plan, cli))
@@ -111,11 +145,7 @@ fn check_buildable(graph: &Graph) -> anyhow::Result<()> {
 
 /// The image size DIB would compute from the tree (`--image-size` wins).
 pub fn image_size(graph: &Graph, cli: &Cli, tree: &Path) -> anyhow::Result<u64> {
-    let opts = SizeOptions {
-        image_size_gib: cli.image_size,
-        image_extra_size_mib: cli.image_extra_size,
-        journal_size_mib: cli.mkfs_journal_size,
-    };
+    let opts = size_options(cli);
     let explicit = graph.local_loops().find_map(|l| l.size);
     let size = match explicit {
         Some(s) => s,

@@ -21,8 +21,7 @@ use std::path::Path;
 
 /// Output types that come straight from the tree.
 const TREE_TYPES: &[&str] = &["tar", "tgz", "squashfs", "docker", "oci"];
-/// Output types that are a disk image (qemu-img formats).
-const DISK_TYPES: &[&str] = &["raw", "qcow2", "vhd", "vpc", "vmdk", "vdi", "vhdx", "qed"];
+use disk::DISK_TYPES;
 
 /// Builds the image a plan describes.
 pub fn execute(plan: &Plan, cli: &Cli) -> anyhow::Result<()> {

@@ -34,8 +34,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(dir) = &cli.cleanup {
         return cleanup(dir);
     }
-    let plan = plan::build(&cli)?;
+    let mut plan = plan::build(&cli)?;
     if cli.dry_run {
+        plan.block_device = disk::dry_run_value(&plan, &cli)?;
         return print_plan(&plan, cli.format);
     }
     execute::execute(&plan, &cli)

@@ -60,6 +60,11 @@ pub struct Plan {
     pub hook_env: BTreeMap<String, String>,
     /// Environment after sourcing environment.d on the host (what `when:` saw).
     pub resolved_env: BTreeMap<String, String>,
+    /// The block-device nodes in creation order and the image size, when a
+    /// disk output is asked for (filled by the build layer, which owns the
+    /// block-device config).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_device: Option<serde_json::Value>,
 }
 
 /// The packages key holding the `-p` packages (installed after install.d).
@@ -131,6 +136,7 @@ pub fn build_with_env(cli: &Cli, caller: &BTreeMap<String, String>) -> Result<Pl
         image_name: cli.output.clone(),
         hook_env,
         resolved_env,
+        block_device: None,
     })
 }
 

@@ -48,5 +48,36 @@ pub fn render_text(plan: &Plan) -> String {
     for (k, v) in &plan.resolved_env {
         let _ = writeln!(s, "  {k}={}", v.replace('\n', "\\n"));
     }
+    if let Some(bd) = &plan.block_device {
+        render_block_device(&mut s, bd);
+    }
     s
+}
+
+fn render_block_device(s: &mut String, bd: &serde_json::Value) {
+    let _ = writeln!(
+        s,
+        "\nblock device ({}), image size {} bytes:",
+        bd["source"].as_str().unwrap_or("?"),
+        bd["image_size"]
+    );
+    for n in bd["nodes"].as_array().into_iter().flatten() {
+        let bases: Vec<&str> = n["bases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| b.as_str())
+            .collect();
+        let _ = writeln!(
+            s,
+            "  {:<28} {:<13} on {}",
+            n["name"].as_str().unwrap_or("?"),
+            n["module"].as_str().unwrap_or("?"),
+            if bases.is_empty() {
+                "-".to_string()
+            } else {
+                bases.join(", ")
+            }
+        );
+    }
 }
