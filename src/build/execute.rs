@@ -57,8 +57,9 @@ pub fn execute(plan: &Plan, cli: &Cli) -> anyhow::Result<()> {
     .run();
     let teardown = journal.close();
     log::info(&runner.timing_table());
+    let teardown_failed = teardown.is_err();
     let outcome = combine(result, teardown);
-    finish_build_dir(dir, &outcome, cli.keep_on_failure)?;
+    finish_build_dir(dir, &outcome, cli.keep_on_failure || teardown_failed)?;
     if outcome.is_ok() {
         log::step(&format!("done in {:.1} s", started.elapsed().as_secs_f64()));
     }

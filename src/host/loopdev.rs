@@ -37,11 +37,13 @@ pub fn detach(dev: &Path) -> anyhow::Result<()> {
         let _ = Cmd::new(format!("removing partitions of {}", dev.display()), "partx")
             .arg("-d")
             .arg(dev)
+            .teardown()
             .run();
     }
     Cmd::new(format!("detaching {}", dev.display()), "losetup")
         .arg("-d")
         .arg(dev)
+        .teardown()
         .run()?;
     Ok(())
 }
@@ -55,18 +57,39 @@ pub fn available() -> bool {
 /// which works without udev and without device-mapper. Returns them in
 /// partition-number order.
 pub fn add_partitions(dev: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    Cmd::new(
-        format!("adding the partitions of {}", dev.display()),
-        "partx",
-    )
-    .args(["-a", "-v"])
-    .arg(dev)
-    .run()?;
     let name = dev
         .file_name()
         .unwrap_or_default()
         .to_string_lossy()
         .into_owned();
+    // A loop device that was just freed can still carry its previous user's
+    // partitions for a moment (EBUSY on add). `partx -u` reconciles the
+    // kernel's view with the table; retry briefly before giving up.
+    let mut last = None;
+    for attempt in 0..10 {
+        let flag = if attempt == 0 { "-a" } else { "-u" };
+        match Cmd::new(
+            format!("adding the partitions of {}", dev.display()),
+            "partx",
+        )
+        .args([flag, "-v"])
+        .arg(dev)
+        .run()
+        {
+            Ok(_) if has_partitions(&name) => {
+                last = None;
+                break;
+            }
+            Ok(_) => last = None,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    if let Some(e) = last
+        && !has_partitions(&name)
+    {
+        return Err(e.into());
+    }
     let mut parts = partition_names(&name);
     parts.sort_by_key(|p| {
         p.trim_start_matches(&format!("{name}p"))

@@ -87,6 +87,7 @@ pub struct Cmd {
     stdin: Option<Vec<u8>>,
     timeout: Option<Duration>,
     log_prefix: Option<String>,
+    teardown: bool,
 }
 
 /// What a finished command gave back.
@@ -111,6 +112,7 @@ impl Cmd {
             stdin: None,
             timeout: None,
             log_prefix: None,
+            teardown: false,
         }
     }
 
@@ -176,6 +178,13 @@ impl Cmd {
 
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = Some(d);
+        self
+    }
+
+    /// Marks a teardown step: it still runs after SIGINT/SIGTERM, because
+    /// undoing what the build made is exactly what an interrupt asks for.
+    pub fn teardown(mut self) -> Self {
+        self.teardown = true;
         self
     }
 
@@ -277,7 +286,7 @@ impl Cmd {
 
     fn execute(self, mode: OutMode) -> Result<Output, CmdError> {
         log::debug(&format!("+ {}", self.cmdline()));
-        if interrupt::requested() {
+        if interrupt::requested() && !self.teardown {
             return Err(CmdError::Interrupted { what: self.what });
         }
         let start = Instant::now();
@@ -288,7 +297,7 @@ impl Cmd {
             source: e,
         })?;
         let pid = child.id() as i32;
-        let _registered = interrupt::ChildGuard::register(pid);
+        let _registered = (!self.teardown).then(|| interrupt::ChildGuard::register(pid));
         if let Some(data) = self.stdin.clone() {
             let mut sin = child.stdin.take().expect("piped stdin");
             std::thread::spawn(move || {
@@ -318,7 +327,7 @@ impl Cmd {
             let _ = t.join();
         }
         let elapsed = start.elapsed();
-        if interrupt::requested() && !status.success() {
+        if interrupt::requested() && !status.success() && !self.teardown {
             return Err(CmdError::Interrupted { what: self.what });
         }
         if !status.success() {

@@ -1,0 +1,456 @@
+//! Disk images for real: the shipped layouts (mbr, gpt, efi) built from
+//! debian-minimal to raw and qcow2, each checked with independent tools
+//! (qemu-img check, sgdisk/sfdisk, fsck of every filesystem found by offset,
+//! fstab against blkid); container archives checked with skopeo and umoci;
+//! and fault tests that leave no loop device, mount or output behind.
+
+mod common;
+
+use common::{Need, dib_create, run_ok, trial};
+use libtest_mimic::{Arguments, Failed};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args = Arguments::from_args();
+    let fast = [
+        Need::Root,
+        Need::LoopDevices,
+        Need::Tool("sgdisk"),
+        Need::Tool("mkfs.vfat"),
+    ];
+    let mut real = fast.to_vec();
+    real.extend([Need::Tool("mmdebstrap"), Need::Network("deb.debian.org:80")]);
+    let containers = [Need::Root, Need::Tool("skopeo"), Need::Tool("umoci")];
+    let mut tests = vec![
+        trial(
+            "fake_os_efi_layout_all_disk_formats",
+            &fast,
+            fake_os_all_formats,
+        ),
+        trial(
+            "container_archives_unpack_with_skopeo_and_umoci",
+            &containers,
+            containers_unpack,
+        ),
+        trial(
+            "failing_finalise_leaves_no_loop_device",
+            &fast,
+            failing_finalise_with_disk,
+        ),
+        trial(
+            "sigint_while_filling_the_image",
+            &fast,
+            sigint_while_filling,
+        ),
+    ];
+    for layout in ["mbr", "gpt", "efi"] {
+        tests.push(trial(
+            &format!("debian_minimal_{layout}_raw_and_qcow2"),
+            &real,
+            move || debian_layout(layout),
+        ));
+    }
+    libtest_mimic::run(&args, tests).exit();
+}
+
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("dib-create-disk-")
+            .tempdir_in("/var/tmp")
+            .expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("elements")).unwrap();
+        Scratch { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn element(&self, name: &str, phase: &str, body: &str) {
+        let d = self.path().join("elements").join(name).join(phase);
+        std::fs::create_dir_all(&d).unwrap();
+        let f = d.join("50-hook");
+        std::fs::write(&f, format!("#!/bin/bash\nset -eu\n{body}\n")).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn command(&self) -> Command {
+        let mut c = dib_create();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/elements");
+        c.env(
+            "ELEMENTS_PATH",
+            format!(
+                "{}:{}",
+                self.path().join("elements").display(),
+                shipped.display()
+            ),
+        )
+        .env("DIB_CREATE_BUILD_ROOT", self.path().join("builds"))
+        .env("DIB_CREATE_NO_NAMESPACE", "1")
+        .env("DIB_IMAGE_CACHE", common::test_cache());
+        c
+    }
+
+    fn assert_nothing_left(&self, outputs: &[PathBuf]) -> Result<(), Failed> {
+        common::assert_clean(self.path())?;
+        for o in outputs {
+            if o.exists() {
+                return Err(format!("{} exists after a failed build", o.display()).into());
+            }
+        }
+        let builds: Vec<_> = std::fs::read_dir(self.path().join("builds"))
+            .map(|r| r.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        if !builds.is_empty() {
+            return Err(format!("build directories left: {builds:?}").into());
+        }
+        Ok(())
+    }
+}
+
+fn cmd(prog: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(prog);
+    c.args(args);
+    c
+}
+
+fn fake_os_all_formats() -> Result<(), Failed> {
+    let s = Scratch::new();
+    let out = s.path().join("fake");
+    let mut c = s.command();
+    c.args([
+        "-n",
+        "--image-size",
+        "0.3",
+        "-t",
+        "raw,qcow2,vhd,vmdk,squashfs",
+        "-o",
+    ])
+    .arg(&out)
+    .args(["fake-os", "block-device-efi"]);
+    run_ok(c)?;
+    let raw = out.with_extension("raw");
+    check_disk(&raw, 3)?;
+    for ext in ["qcow2", "vhd", "vmdk"] {
+        let img = out.with_extension(ext);
+        let fmt = if ext == "vhd" { "vpc" } else { ext };
+        let info = run_ok(cmd(
+            "qemu-img",
+            &["info", "--output=json", img.to_str().unwrap()],
+        ))?;
+        if !info.contains(&format!("\"format\": \"{fmt}\"")) {
+            return Err(format!("{ext}: qemu-img says {info}").into());
+        }
+    }
+    run_ok(cmd(
+        "qemu-img",
+        &["check", out.with_extension("qcow2").to_str().unwrap()],
+    ))?;
+    let listing = run_ok(cmd(
+        "unsquashfs",
+        &["-l", out.with_extension("squash").to_str().unwrap()],
+    ))?;
+    if !listing.contains("squashfs-root/etc/os-release") {
+        return Err("squashfs lacks etc/os-release".into());
+    }
+    common::assert_clean(s.path())
+}
+
+/// Checks a raw disk with tools that are not ours: the partition table, each
+/// filesystem's fsck, and that fstab names filesystems that exist.
+fn check_disk(raw: &Path, parts: usize) -> Result<(), Failed> {
+    let dump = run_ok(cmd("sfdisk", &["-J", raw.to_str().unwrap()]))?;
+    let table: serde_json::Value = serde_json::from_str(&dump)?;
+    let partitions = table["partitiontable"]["partitions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if partitions.len() != parts {
+        return Err(format!("expected {parts} partitions, sfdisk says {dump}").into());
+    }
+    if table["partitiontable"]["label"] == "gpt" {
+        let v = run_ok(cmd("sgdisk", &["-v", raw.to_str().unwrap()]))?;
+        if !v.contains("No problems found") {
+            return Err(format!("sgdisk -v: {v}").into());
+        }
+    }
+    let sector = table["partitiontable"]["sectorsize"]
+        .as_u64()
+        .unwrap_or(512);
+    let mut seen = Vec::new();
+    for p in &partitions {
+        let start = p["start"].as_u64().unwrap() * sector;
+        let size = p["size"].as_u64().unwrap() * sector;
+        if let Some(fs) = check_filesystem_at(raw, start, size)? {
+            seen.push(fs);
+        }
+    }
+    let fstab = read_fstab(raw, &partitions, sector)?;
+    for line in fstab
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+    {
+        let id = line.split_whitespace().next().unwrap_or("");
+        if !seen
+            .iter()
+            .any(|(label, uuid)| id == format!("LABEL={label}") || id == format!("UUID={uuid}"))
+        {
+            return Err(
+                format!("fstab line {line:?} names no filesystem on the disk ({seen:?})").into(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Attaches a read-only loop at the partition's offset, runs fsck, and
+/// returns (label, uuid) from blkid; None for a partition with no filesystem.
+fn check_filesystem_at(
+    raw: &Path,
+    start: u64,
+    size: u64,
+) -> Result<Option<(String, String)>, Failed> {
+    let dev = run_ok(cmd(
+        "losetup",
+        &[
+            "--find",
+            "--show",
+            "--read-only",
+            &format!("--offset={start}"),
+            &format!("--sizelimit={size}"),
+            raw.to_str().unwrap(),
+        ],
+    ))?;
+    let dev = dev.trim().to_string();
+    let result = (|| -> Result<Option<(String, String)>, Failed> {
+        let probe = Command::new("blkid")
+            .args(["-p", "-o", "export", &dev])
+            .output()?;
+        let text = String::from_utf8_lossy(&probe.stdout).to_string();
+        let get = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .unwrap_or("")
+                .to_string()
+        };
+        let fstype = get("TYPE");
+        if fstype.is_empty() {
+            return Ok(None);
+        }
+        let fsck = match fstype.as_str() {
+            "ext4" | "ext3" | "ext2" => vec!["e2fsck", "-fn"],
+            "vfat" => vec!["fsck.vfat", "-n"],
+            "xfs" => vec!["xfs_repair", "-n"],
+            "btrfs" => vec!["btrfs", "check", "--readonly"],
+            _ => return Ok(Some((get("LABEL"), get("UUID")))),
+        };
+        let mut c = Command::new(fsck[0]);
+        c.args(&fsck[1..]).arg(&dev);
+        run_ok(c).map_err(|e| format!("fsck of {fstype} at offset {start}: {e:?}"))?;
+        Ok(Some((get("LABEL"), get("UUID"))))
+    })();
+    let _ = Command::new("losetup").args(["-d", &dev]).status();
+    result
+}
+
+/// Reads /etc/fstab from the root filesystem (the ext partition holding it).
+fn read_fstab(raw: &Path, partitions: &[serde_json::Value], sector: u64) -> Result<String, Failed> {
+    for p in partitions {
+        let start = p["start"].as_u64().unwrap() * sector;
+        let size = p["size"].as_u64().unwrap() * sector;
+        let dev = run_ok(cmd(
+            "losetup",
+            &[
+                "--find",
+                "--show",
+                "--read-only",
+                &format!("--offset={start}"),
+                &format!("--sizelimit={size}"),
+                raw.to_str().unwrap(),
+            ],
+        ))?;
+        let dev = dev.trim().to_string();
+        let out = Command::new("debugfs")
+            .args(["-R", "cat /etc/fstab", &dev])
+            .output();
+        let _ = Command::new("losetup").args(["-d", &dev]).status();
+        if let Ok(o) = out {
+            let text = String::from_utf8_lossy(&o.stdout).to_string();
+            if o.status.success() && text.contains(" / ") {
+                return Ok(text);
+            }
+        }
+    }
+    Err("no partition holds an /etc/fstab".into())
+}
+
+fn containers_unpack() -> Result<(), Failed> {
+    let s = Scratch::new();
+    let out = s.path().join("ctr");
+    let mut c = s.command();
+    c.args(["-n", "-t", "docker,oci", "--docker-target", "demo:v1", "-o"])
+        .arg(&out)
+        .arg("fake-os");
+    run_ok(c)?;
+    let docker = s.path().join("ctr.docker.tar");
+    let oci = s.path().join("ctr.oci.tar");
+    let inspect = run_ok(cmd(
+        "skopeo",
+        &["inspect", &format!("docker-archive:{}", docker.display())],
+    ))?;
+    if !inspect.contains("\"Architecture\": \"amd64\"") {
+        return Err(format!("skopeo inspect: {inspect}").into());
+    }
+    run_ok(cmd(
+        "skopeo",
+        &["inspect", &format!("oci-archive:{}:v1", oci.display())],
+    ))?;
+    // umoci reads an OCI layout directory: unpack the archive, then the image.
+    let layout = s.path().join("layout");
+    std::fs::create_dir(&layout)?;
+    run_ok(cmd(
+        "tar",
+        &["-xf", oci.to_str().unwrap(), "-C", layout.to_str().unwrap()],
+    ))?;
+    let bundle = s.path().join("bundle");
+    run_ok(cmd(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{}:v1", layout.display()),
+            bundle.to_str().unwrap(),
+        ],
+    ))?;
+    let release = std::fs::read_to_string(bundle.join("rootfs/etc/os-release"))?;
+    if !release.contains("fake os for tests") {
+        return Err("the unpacked OCI layer lacks the tree's os-release".into());
+    }
+    // The docker archive converts to OCI too, and unpacks the same.
+    let from_docker = s.path().join("from-docker");
+    run_ok(cmd(
+        "skopeo",
+        &[
+            "copy",
+            &format!("docker-archive:{}", docker.display()),
+            &format!("oci:{}:d", from_docker.display()),
+        ],
+    ))?;
+    let bundle2 = s.path().join("bundle2");
+    run_ok(cmd(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{}:d", from_docker.display()),
+            bundle2.to_str().unwrap(),
+        ],
+    ))?;
+    if !bundle2.join("rootfs/bin/bash").exists() {
+        return Err("the docker archive's layer lacks /bin/bash".into());
+    }
+    Ok(())
+}
+
+fn failing_finalise_with_disk() -> Result<(), Failed> {
+    let s = Scratch::new();
+    s.element(
+        "fails",
+        "finalise.d",
+        "echo \"device is $IMAGE_BLOCK_DEVICE\"; test -b \"$IMAGE_BLOCK_DEVICE\"; exit 7",
+    );
+    let out = s.path().join("img");
+    let mut c = s.command();
+    c.args(["-n", "--image-size", "0.1", "-t", "raw,qcow2", "-o"])
+        .arg(&out)
+        .args(["fake-os", "block-device-gpt", "fails"]);
+    let o = c.output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    if o.status.code() != Some(1) || !err.contains("exit code 7") {
+        return Err(format!(
+            "expected the finalise.d failure (exit 7):\n{}",
+            common::tail(&err, 20)
+        )
+        .into());
+    }
+    if !err.contains("device is /dev/loop") {
+        return Err("finalise.d did not see IMAGE_BLOCK_DEVICE".into());
+    }
+    s.assert_nothing_left(&[out.with_extension("raw"), out.with_extension("qcow2")])
+}
+
+/// SIGINT while mkfs copies the tree into the image.
+fn sigint_while_filling() -> Result<(), Failed> {
+    let s = Scratch::new();
+    // Enough incompressible data that filling takes a few seconds.
+    s.element(
+        "big",
+        "post-root.d",
+        "head -c 1500M /dev/urandom > \"$TARGET_ROOT/big.bin\"",
+    );
+    let out = s.path().join("img");
+    let mut c = s.command();
+    c.args(["-n", "-t", "raw", "-o"])
+        .arg(&out)
+        .args(["fake-os", "block-device-mbr", "big"]);
+    let mut child = c.spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let filling = Command::new("pgrep").args(["-f", "mke2fs.*-d "]).output()?;
+        if !filling.stdout.is_empty() {
+            break;
+        }
+        if let Some(st) = child.try_wait()? {
+            return Err(format!("the build ended ({st}) before filling started").into());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("filling never started".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )?;
+    let status = child.wait()?;
+    if status.code() != Some(130) {
+        return Err(format!("expected exit 130, got {status}").into());
+    }
+    s.assert_nothing_left(&[out.with_extension("raw")])
+}
+
+fn debian_layout(layout: &str) -> Result<(), Failed> {
+    let s = Scratch::new();
+    let out = s.path().join(format!("debian-{layout}"));
+    let started = Instant::now();
+    let mut c = s.command();
+    c.env("DIB_RELEASE", "bookworm")
+        .args(["-t", "raw,qcow2", "-o"])
+        .arg(&out)
+        .args(["debian-minimal", &format!("block-device-{layout}")]);
+    run_ok(c)?;
+    println!(
+        "built debian-minimal with block-device-{layout} in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    let parts = match layout {
+        "mbr" => 1,
+        "gpt" => 2,
+        _ => 3,
+    };
+    check_disk(&out.with_extension("raw"), parts)?;
+    run_ok(cmd(
+        "qemu-img",
+        &["check", out.with_extension("qcow2").to_str().unwrap()],
+    ))?;
+    common::assert_clean(s.path())
+}
