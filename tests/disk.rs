@@ -45,6 +45,11 @@ fn main() {
             &fast,
             sigint_while_filling,
         ),
+        trial(
+            "finalise_on_tree_and_on_mounted_image",
+            &fast,
+            finalise_modes,
+        ),
     ];
     for layout in ["mbr", "gpt", "efi"] {
         tests.push(trial(
@@ -453,4 +458,54 @@ fn debian_layout(layout: &str) -> Result<(), Failed> {
         &["check", out.with_extension("qcow2").to_str().unwrap()],
     ))?;
     common::assert_clean(s.path())
+}
+
+/// Both finalise paths: on the staging tree (default) and on the mounted
+/// image, where a hook sees its root on the real partition. Either way the
+/// hook's file lands in the image's root filesystem.
+fn finalise_modes() -> Result<(), Failed> {
+    for mode in ["tree", "mounted"] {
+        let s = Scratch::new();
+        s.element(
+            "where",
+            "finalise.d",
+            "part=$(echo \"$IMAGE_BLOCK_DEVICES\" | tr ' ' '\\n' | sed -n 's/^\\[root\\]=//p')\n\
+             if grep -q \"^$part \" /proc/mounts; then echo mounted; else echo tree; fi > /etc/finalise-mode",
+        );
+        let out = s.path().join("img");
+        let mut c = s.command();
+        c.env("DIB_CREATE_FINALISE", mode)
+            .args(["-n", "--image-size", "0.2", "-t", "raw", "-o"])
+            .arg(&out)
+            .args(["fake-os", "block-device-mbr", "where"]);
+        run_ok(c)?;
+        let raw = out.with_extension("raw");
+        let dump = run_ok(cmd("sfdisk", &["-J", raw.to_str().unwrap()]))?;
+        let table: serde_json::Value = serde_json::from_str(&dump)?;
+        let p = &table["partitiontable"]["partitions"][0];
+        let start = p["start"].as_u64().unwrap() * 512;
+        let size = p["size"].as_u64().unwrap() * 512;
+        let dev = run_ok(cmd(
+            "losetup",
+            &[
+                "--find",
+                "--show",
+                "--read-only",
+                &format!("--offset={start}"),
+                &format!("--sizelimit={size}"),
+                raw.to_str().unwrap(),
+            ],
+        ))?;
+        let dev = dev.trim().to_string();
+        let got = Command::new("debugfs")
+            .args(["-R", "cat /etc/finalise-mode", &dev])
+            .output();
+        let _ = Command::new("losetup").args(["-d", &dev]).status();
+        let got = String::from_utf8_lossy(&got?.stdout).trim().to_string();
+        if got != mode {
+            return Err(format!("DIB_CREATE_FINALISE={mode}: the hook saw {got:?}").into());
+        }
+        common::assert_clean(s.path())?;
+    }
+    Ok(())
 }

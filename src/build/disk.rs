@@ -431,6 +431,84 @@ fn split_tree(
     Ok(out)
 }
 
+/// Where finalise.d runs for a disk build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinaliseOn {
+    /// The staging tree; filesystems are built from it afterwards (default:
+    /// reproducible, no kernel mount of the image).
+    Tree,
+    /// The image's own filesystems, built first and mounted, for hooks that
+    /// need their files on the real device (DIB's behaviour).
+    Mounted,
+}
+
+/// `DIB_CREATE_FINALISE=tree|mounted` (dib-create's own setting, so read
+/// from our environment, not the hooks') chooses; bad values are bad input.
+pub fn finalise_on() -> anyhow::Result<FinaliseOn> {
+    match std::env::var("DIB_CREATE_FINALISE").ok().as_deref() {
+        None | Some("") | Some("tree") => Ok(FinaliseOn::Tree),
+        Some("mounted") => Ok(FinaliseOn::Mounted),
+        Some(other) => Err(UsageError(format!(
+            "DIB_CREATE_FINALISE={other} is not a finalise mode; use tree or mounted"
+        ))
+        .into()),
+    }
+}
+
+/// Mounts the image's filesystems under `root` in mount order; returns the
+/// first journal entry, to unmount them all with `undo_until`.
+pub fn mount_all(
+    graph: &Graph,
+    disk: &Disk,
+    root: &Path,
+    journal: &mut Journal,
+) -> anyhow::Result<Option<Entry>> {
+    fs::create_dir_all(root)?;
+    let mut first = None;
+    for (mount, mp) in graph.mounts() {
+        if !mp.mount_point.starts_with('/') {
+            continue;
+        }
+        let fs_name = mount.bases.first().context("mount without a filesystem")?;
+        let fstype = &disk.facts[fs_name].fstype;
+        if !kernel_can_mount(fstype) {
+            bail!(
+                "finalising on the mounted image needs a kernel {fstype} mount for {}, which this kernel lacks;                  use DIB_CREATE_FINALISE=tree (the default)",
+                mp.mount_point
+            );
+        }
+        let target = root.join(mp.mount_point.trim_start_matches('/'));
+        fs::create_dir_all(&target)?;
+        let dev = device_of(graph, disk, fs_name)?;
+        crate::host::mount::mount(
+            &crate::host::mount::Source::Device {
+                dev: &dev,
+                fstype,
+                data: "",
+            },
+            &target,
+        )?;
+        let entry = Entry::Mount(target);
+        first.get_or_insert_with(|| entry.clone());
+        journal.record(entry)?;
+    }
+    Ok(first)
+}
+
+fn kernel_can_mount(fstype: &str) -> bool {
+    let fstype = if fstype.starts_with("ext") {
+        "ext4"
+    } else {
+        fstype
+    };
+    fs::read_to_string("/proc/filesystems")
+        .map(|t| {
+            t.lines()
+                .any(|l| l.split_whitespace().last() == Some(fstype))
+        })
+        .unwrap_or(false)
+}
+
 /// Detaches the loop device (everything is written) before conversion.
 pub fn detach(disk: &Disk, journal: &mut Journal) -> anyhow::Result<()> {
     Cmd::new("flushing the disk", "sync").run()?;

@@ -121,34 +121,62 @@ impl Build<'_, '_> {
             }
         }
         self.root_phases()?;
-        let disk = match self.graph {
-            Some(g) => Some(self.make_disk(g)?),
-            None => {
-                log::info(
-                    "phases block-device.d and the block-device step do not run: no disk output was asked for",
-                );
-                None
-            }
+        let Some(g) = self.graph else {
+            log::info(
+                "phases block-device.d and the block-device step do not run: no disk output was asked for",
+            );
+            self.finalise_phases(&self.dirs.target.clone())?;
+            let pending = self.tree_outputs(&self.dirs.target.clone())?;
+            return commit_outputs(pending, self.cli.checksum);
         };
-        self.finalise_phases()?;
-        check_no_leftovers(&self.dirs.target)?;
-        // Every output is finished under a temporary name first; they are
-        // renamed into place together, only once all of them succeeded.
-        let mut pending =
-            write_tree_outputs(self.plan, self.cli, &self.dirs.target, &self.dirs.build)?;
-        if let (Some(g), Some(d)) = (self.graph, disk) {
-            disk::fill(
-                g,
-                &d,
-                &self.dirs.target,
-                &self.dirs.build,
-                self.journal,
-                repro(),
-            )?;
-            disk::detach(&d, self.journal)?;
-            pending.extend(write_disk_outputs(self.plan, self.cli, &d)?);
-        }
+        let d = self.make_disk(g)?;
+        let pending = match disk::finalise_on()? {
+            disk::FinaliseOn::Tree => self.finalise_on_tree(g, &d)?,
+            disk::FinaliseOn::Mounted => self.finalise_on_mounted(g, &d)?,
+        };
+        disk::detach(&d, self.journal)?;
+        let mut pending = pending;
+        pending.extend(write_disk_outputs(self.plan, self.cli, &d)?);
+        // Every output was finished under a temporary name; they are renamed
+        // into place together, only once all of them succeeded.
         commit_outputs(pending, self.cli.checksum)
+    }
+
+    /// The default: finalise on the staging tree, then build each filesystem
+    /// from it. Returns the pending tree outputs.
+    fn finalise_on_tree(&mut self, g: &Graph, d: &disk::Disk) -> anyhow::Result<Vec<Pending>> {
+        let tree = self.dirs.target.clone();
+        self.finalise_phases(&tree)?;
+        let pending = self.tree_outputs(&tree)?;
+        disk::fill(g, d, &tree, &self.dirs.build, self.journal, repro())?;
+        Ok(pending)
+    }
+
+    /// DIB's way: build the filesystems, mount them, finalise in a chroot of
+    /// the mounted image.
+    fn finalise_on_mounted(&mut self, g: &Graph, d: &disk::Disk) -> anyhow::Result<Vec<Pending>> {
+        disk::fill(
+            g,
+            d,
+            &self.dirs.target,
+            &self.dirs.build,
+            self.journal,
+            repro(),
+        )?;
+        let mounted = self.dirs.build.join("image-mnt");
+        let first = disk::mount_all(g, d, &mounted, self.journal)?;
+        self.runner.set_target(&mounted);
+        self.finalise_phases(&mounted)?;
+        let pending = self.tree_outputs(&mounted)?;
+        if let Some(first) = first {
+            self.journal.undo_until(&first)?;
+        }
+        Ok(pending)
+    }
+
+    fn tree_outputs(&self, root: &Path) -> anyhow::Result<Vec<Pending>> {
+        check_no_leftovers(root)?;
+        write_tree_outputs(self.plan, self.cli, root, &self.dirs.build)
     }
 
     /// root.d to post-root.d: the tree is built.
@@ -181,8 +209,8 @@ impl Build<'_, '_> {
     }
 
     /// pre-finalise.d, finalise.d (chroot) and cleanup.d on the final tree.
-    fn finalise_phases(&mut self) -> anyhow::Result<()> {
-        let first = chroot::enter(self.journal, &self.dirs.target, &self.dirs.hooks)?;
+    fn finalise_phases(&mut self, root: &Path) -> anyhow::Result<()> {
+        let first = chroot::enter(self.journal, root, &self.dirs.hooks)?;
         self.runner.run_phase("pre-finalise.d")?;
         self.runner.run_phase("finalise.d")?;
         self.runner.run_phase("cleanup.d")?;

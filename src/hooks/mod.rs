@@ -103,6 +103,11 @@ impl<'a> PhaseRunner<'a> {
         self.extra_env.insert(k.to_string(), v.into());
     }
 
+    /// Points later phases at another root (the mounted image).
+    pub fn set_target(&mut self, target: &Path) {
+        self.dirs.target = target.to_path_buf();
+    }
+
     /// The environment a phase starts from, before environment.d.
     pub fn base_env(&self, place: Place) -> BTreeMap<String, String> {
         let mut env = self.plan.hook_env.clone();
