@@ -147,7 +147,7 @@ fn sigint_during_install() -> Result<(), Failed> {
     s.element(
         "slow",
         "install.d",
-        &format!("touch /tmp/marker-in-chroot; echo started; sleep 120"),
+        &"touch /tmp/marker-in-chroot; echo started; sleep 120".to_string(),
     );
     let out = s.path().join("img");
     let mut child = s.command(&out).args(["fake-os", "slow"]).spawn()?;

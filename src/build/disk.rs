@@ -344,7 +344,7 @@ pub fn fill(
 
 /// mkfs options as words; DIB passes them through a shell, so quotes count.
 fn split_opts(opts: Option<&str>) -> Vec<String> {
-    opts.map(|o| shell_words(o)).unwrap_or_default()
+    opts.map(shell_words).unwrap_or_default()
 }
 
 /// Splits like a POSIX shell does for plain words and quotes (no expansion).
