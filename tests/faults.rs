@@ -143,11 +143,10 @@ fn failing_hook(phase: &str) -> Result<(), Failed> {
 
 fn sigint_during_install() -> Result<(), Failed> {
     let s = Scratch::new();
-    let marker = s.path().join("in-install");
     s.element(
         "slow",
         "install.d",
-        &"touch /tmp/marker-in-chroot; echo started; sleep 120".to_string(),
+        "touch /tmp/marker-in-chroot; echo started; sleep 120",
     );
     let out = s.path().join("img");
     let mut child = s.command(&out).args(["fake-os", "slow"]).spawn()?;
@@ -168,7 +167,6 @@ fn sigint_during_install() -> Result<(), Failed> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = marker;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
