@@ -34,12 +34,25 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(dir) = &cli.cleanup {
         return cleanup(dir);
     }
+    reject_unimplemented(&cli)?;
     let mut plan = plan::build(&cli)?;
     if cli.dry_run {
         plan.block_device = disk::dry_run_value(&plan, &cli)?;
         return print_plan(&plan, cli.format);
     }
     execute::execute(&plan, &cli)
+}
+
+/// Flags that parse (for compatibility) but whose stage is not built yet.
+fn reject_unimplemented(cli: &Cli) -> anyhow::Result<()> {
+    let pending = [
+        (cli.ramdisk_element.is_some(), "--ramdisk-element"),
+        (cli.boot_test.is_some() && !cli.dry_run, "--boot-test (use scripts/boot-test IMAGE)"),
+    ];
+    match pending.iter().find(|(set, _)| *set) {
+        Some((_, flag)) => Err(UsageError(format!("{flag} is not implemented yet")).into()),
+        None => Ok(()),
+    }
 }
 
 /// Prints the plan on stdout in the requested format.
