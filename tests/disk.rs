@@ -6,10 +6,9 @@
 
 mod common;
 
-use common::{Need, dib_create, run_ok, trial};
+use common::{Need, Scratch, run_ok, trial, with_loop_at};
 use libtest_mimic::{Arguments, Failed};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -61,66 +60,6 @@ fn main() {
     libtest_mimic::run(&args, tests).exit();
 }
 
-struct Scratch {
-    dir: tempfile::TempDir,
-}
-
-impl Scratch {
-    fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("dib-create-disk-")
-            .tempdir_in("/var/tmp")
-            .expect("tempdir");
-        std::fs::create_dir_all(dir.path().join("elements")).unwrap();
-        Scratch { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn element(&self, name: &str, phase: &str, body: &str) {
-        let d = self.path().join("elements").join(name).join(phase);
-        std::fs::create_dir_all(&d).unwrap();
-        let f = d.join("50-hook");
-        std::fs::write(&f, format!("#!/bin/bash\nset -eu\n{body}\n")).unwrap();
-        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-
-    fn command(&self) -> Command {
-        let mut c = dib_create();
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/elements");
-        c.env(
-            "ELEMENTS_PATH",
-            format!(
-                "{}:{}",
-                self.path().join("elements").display(),
-                shipped.display()
-            ),
-        )
-        .env("DIB_CREATE_BUILD_ROOT", self.path().join("builds"))
-        .env("DIB_CREATE_NO_NAMESPACE", "1")
-        .env("DIB_IMAGE_CACHE", common::test_cache());
-        c
-    }
-
-    fn assert_nothing_left(&self, outputs: &[PathBuf]) -> Result<(), Failed> {
-        common::assert_clean(self.path())?;
-        for o in outputs {
-            if o.exists() {
-                return Err(format!("{} exists after a failed build", o.display()).into());
-            }
-        }
-        let builds: Vec<_> = std::fs::read_dir(self.path().join("builds"))
-            .map(|r| r.filter_map(Result::ok).map(|e| e.path()).collect())
-            .unwrap_or_default();
-        if !builds.is_empty() {
-            return Err(format!("build directories left: {builds:?}").into());
-        }
-        Ok(())
-    }
-}
-
 fn cmd(prog: &str, args: &[&str]) -> Command {
     let mut c = Command::new(prog);
     c.args(args);
@@ -128,7 +67,7 @@ fn cmd(prog: &str, args: &[&str]) -> Command {
 }
 
 fn fake_os_all_formats() -> Result<(), Failed> {
-    let s = Scratch::new();
+    let s = Scratch::new("dib-create-disk-");
     let out = s.path().join("fake");
     let mut c = s.command();
     c.args([
@@ -223,21 +162,10 @@ fn check_filesystem_at(
     start: u64,
     size: u64,
 ) -> Result<Option<(String, String)>, Failed> {
-    let dev = run_ok(cmd(
-        "losetup",
-        &[
-            "--find",
-            "--show",
-            "--read-only",
-            &format!("--offset={start}"),
-            &format!("--sizelimit={size}"),
-            raw.to_str().unwrap(),
-        ],
-    ))?;
-    let dev = dev.trim().to_string();
-    let result = (|| -> Result<Option<(String, String)>, Failed> {
+    with_loop_at(raw, start, size, |dev| {
+        // -p: probe the device itself; blkid's cache remembers old loop users.
         let probe = Command::new("blkid")
-            .args(["-p", "-o", "export", &dev])
+            .args(["-p", "-o", "export", dev])
             .output()?;
         let text = String::from_utf8_lossy(&probe.stdout).to_string();
         let get = |k: &str| {
@@ -250,20 +178,29 @@ fn check_filesystem_at(
         if fstype.is_empty() {
             return Ok(None);
         }
-        let fsck = match fstype.as_str() {
-            "ext4" | "ext3" | "ext2" => vec!["e2fsck", "-fn"],
-            "vfat" => vec!["fsck.vfat", "-n"],
-            "xfs" => vec!["xfs_repair", "-n"],
-            "btrfs" => vec!["btrfs", "check", "--readonly"],
+        let fsck: &[&str] = match fstype.as_str() {
+            "ext4" | "ext3" | "ext2" => &["e2fsck", "-fn"],
+            "vfat" => &["fsck.vfat", "-n"],
+            "xfs" => &["xfs_repair", "-n"],
+            "btrfs" => &["btrfs", "check", "--readonly"],
             _ => return Ok(Some((get("LABEL"), get("UUID")))),
         };
         let mut c = Command::new(fsck[0]);
-        c.args(&fsck[1..]).arg(&dev);
+        c.args(&fsck[1..]).arg(dev);
         run_ok(c).map_err(|e| format!("fsck of {fstype} at offset {start}: {e:?}"))?;
         Ok(Some((get("LABEL"), get("UUID"))))
-    })();
-    let _ = Command::new("losetup").args(["-d", &dev]).status();
-    result
+    })
+}
+
+/// A file's contents from the ext filesystem at `start` (debugfs, no mount).
+fn read_ext_file(raw: &Path, start: u64, size: u64, path: &str) -> Result<Option<String>, Failed> {
+    with_loop_at(raw, start, size, |dev| {
+        let o = Command::new("debugfs")
+            .args(["-R", &format!("cat {path}"), dev])
+            .output()?;
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        Ok((o.status.success() && !text.is_empty()).then_some(text))
+    })
 }
 
 /// Reads /etc/fstab from the root filesystem (the ext partition holding it).
@@ -271,34 +208,17 @@ fn read_fstab(raw: &Path, partitions: &[serde_json::Value], sector: u64) -> Resu
     for p in partitions {
         let start = p["start"].as_u64().unwrap() * sector;
         let size = p["size"].as_u64().unwrap() * sector;
-        let dev = run_ok(cmd(
-            "losetup",
-            &[
-                "--find",
-                "--show",
-                "--read-only",
-                &format!("--offset={start}"),
-                &format!("--sizelimit={size}"),
-                raw.to_str().unwrap(),
-            ],
-        ))?;
-        let dev = dev.trim().to_string();
-        let out = Command::new("debugfs")
-            .args(["-R", "cat /etc/fstab", &dev])
-            .output();
-        let _ = Command::new("losetup").args(["-d", &dev]).status();
-        if let Ok(o) = out {
-            let text = String::from_utf8_lossy(&o.stdout).to_string();
-            if o.status.success() && text.contains(" / ") {
-                return Ok(text);
-            }
+        if let Some(text) = read_ext_file(raw, start, size, "/etc/fstab")?
+            && text.contains(" / ")
+        {
+            return Ok(text);
         }
     }
     Err("no partition holds an /etc/fstab".into())
 }
 
 fn containers_unpack() -> Result<(), Failed> {
-    let s = Scratch::new();
+    let s = Scratch::new("dib-create-disk-");
     let out = s.path().join("ctr");
     let mut c = s.command();
     c.args(["-n", "-t", "docker,oci", "--docker-target", "demo:v1", "-o"])
@@ -366,7 +286,7 @@ fn containers_unpack() -> Result<(), Failed> {
 }
 
 fn failing_finalise_with_disk() -> Result<(), Failed> {
-    let s = Scratch::new();
+    let s = Scratch::new("dib-create-disk-");
     s.element(
         "fails",
         "finalise.d",
@@ -394,7 +314,7 @@ fn failing_finalise_with_disk() -> Result<(), Failed> {
 
 /// SIGINT while mkfs copies the tree into the image.
 fn sigint_while_filling() -> Result<(), Failed> {
-    let s = Scratch::new();
+    let s = Scratch::new("dib-create-disk-");
     // Enough incompressible data that filling takes a few seconds.
     s.element(
         "big",
@@ -434,7 +354,7 @@ fn sigint_while_filling() -> Result<(), Failed> {
 }
 
 fn debian_layout(layout: &str) -> Result<(), Failed> {
-    let s = Scratch::new();
+    let s = Scratch::new("dib-create-disk-");
     let out = s.path().join(format!("debian-{layout}"));
     let started = Instant::now();
     let mut c = s.command();
@@ -465,7 +385,7 @@ fn debian_layout(layout: &str) -> Result<(), Failed> {
 /// hook's file lands in the image's root filesystem.
 fn finalise_modes() -> Result<(), Failed> {
     for mode in ["tree", "mounted"] {
-        let s = Scratch::new();
+        let s = Scratch::new("dib-create-disk-");
         s.element(
             "where",
             "finalise.d",
@@ -485,23 +405,8 @@ fn finalise_modes() -> Result<(), Failed> {
         let p = &table["partitiontable"]["partitions"][0];
         let start = p["start"].as_u64().unwrap() * 512;
         let size = p["size"].as_u64().unwrap() * 512;
-        let dev = run_ok(cmd(
-            "losetup",
-            &[
-                "--find",
-                "--show",
-                "--read-only",
-                &format!("--offset={start}"),
-                &format!("--sizelimit={size}"),
-                raw.to_str().unwrap(),
-            ],
-        ))?;
-        let dev = dev.trim().to_string();
-        let got = Command::new("debugfs")
-            .args(["-R", "cat /etc/finalise-mode", &dev])
-            .output();
-        let _ = Command::new("losetup").args(["-d", &dev]).status();
-        let got = String::from_utf8_lossy(&got?.stdout).trim().to_string();
+        let got = read_ext_file(&raw, start, size, "/etc/finalise-mode")?.unwrap_or_default();
+        let got = got.trim();
         if got != mode {
             return Err(format!("DIB_CREATE_FINALISE={mode}: the hook saw {got:?}").into());
         }

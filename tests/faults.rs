@@ -5,10 +5,9 @@
 
 mod common;
 
-use common::{Need, assert_clean, dib_create, trial};
+use common::{Need, Scratch, assert_clean, trial};
 use libtest_mimic::{Arguments, Failed, Trial};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const PHASES: &[&str] = &[
@@ -48,78 +47,18 @@ fn main() {
     libtest_mimic::run(&args, tests).exit();
 }
 
-struct Scratch {
-    dir: tempfile::TempDir,
-}
-
-impl Scratch {
-    fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("dib-create-faults-")
-            .tempdir_in("/var/tmp")
-            .expect("tempdir");
-        Scratch { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn builds(&self) -> PathBuf {
-        self.path().join("builds")
-    }
-
-    /// An element with one hook `body` at `phase/50-hook`.
-    fn element(&self, name: &str, phase: &str, body: &str) -> PathBuf {
-        let d = self.path().join("elements").join(name).join(phase);
-        std::fs::create_dir_all(&d).unwrap();
-        let f = d.join("50-hook");
-        std::fs::write(&f, format!("#!/bin/bash\nset -eu\n{body}\n")).unwrap();
-        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
-        self.path().join("elements")
-    }
-
-    fn command(&self, out: &Path) -> std::process::Command {
-        let mut c = dib_create();
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/elements");
-        c.env(
-            "ELEMENTS_PATH",
-            format!(
-                "{}:{}",
-                self.path().join("elements").display(),
-                shipped.display()
-            ),
-        )
-        .env("DIB_CREATE_BUILD_ROOT", self.builds())
-        // Prove that the journal, not the namespace, takes the mounts down.
-        .env("DIB_CREATE_NO_NAMESPACE", "1")
-        .args(["-n", "-t", "tar", "-o"])
-        .arg(out);
-        c
-    }
-
-    /// No mounts, no build directories, nothing at the output path.
-    fn assert_nothing_left(&self, out: &Path) -> Result<(), Failed> {
-        assert_clean(self.path())?;
-        let left: Vec<_> = std::fs::read_dir(self.builds())
-            .map(|r| r.filter_map(Result::ok).map(|e| e.path()).collect())
-            .unwrap_or_default();
-        if !left.is_empty() {
-            return Err(format!("build directories left: {left:?}").into());
-        }
-        let tar = out.with_extension("tar");
-        if tar.exists() {
-            return Err(format!("{} exists after a failed build", tar.display()).into());
-        }
-        Ok(())
-    }
+/// The fault tests build a tar of the fake OS into `out`.
+fn tar_build(s: &Scratch, out: &Path) -> std::process::Command {
+    let mut c = s.command();
+    c.args(["-n", "-t", "tar", "-o"]).arg(out);
+    c
 }
 
 fn failing_hook(phase: &str) -> Result<(), Failed> {
-    let s = Scratch::new();
+    let s = Scratch::new("dib-create-faults-");
     s.element("fails", phase, "echo about to fail; exit 3");
     let out = s.path().join("img");
-    let o = s.command(&out).args(["fake-os", "fails"]).output()?;
+    let o = tar_build(&s, &out).args(["fake-os", "fails"]).output()?;
     let err = String::from_utf8_lossy(&o.stderr);
     if o.status.code() != Some(1) {
         return Err(format!(
@@ -138,18 +77,18 @@ fn failing_hook(phase: &str) -> Result<(), Failed> {
             .into());
         }
     }
-    s.assert_nothing_left(&out)
+    s.assert_nothing_left(&[out.with_extension("tar")])
 }
 
 fn sigint_during_install() -> Result<(), Failed> {
-    let s = Scratch::new();
+    let s = Scratch::new("dib-create-faults-");
     s.element(
         "slow",
         "install.d",
         "touch /tmp/marker-in-chroot; echo started; sleep 120",
     );
     let out = s.path().join("img");
-    let mut child = s.command(&out).args(["fake-os", "slow"]).spawn()?;
+    let mut child = tar_build(&s, &out).args(["fake-os", "slow"]).spawn()?;
     let deadline = Instant::now() + Duration::from_secs(60);
     // The hook runs inside the chroot; its marker appears in the tree.
     let tree_marker = || {
@@ -179,14 +118,14 @@ fn sigint_during_install() -> Result<(), Failed> {
     if status.code() != Some(130) {
         return Err(format!("expected exit 130 after SIGINT, got {status:?}").into());
     }
-    s.assert_nothing_left(&out)
+    s.assert_nothing_left(&[out.with_extension("tar")])
 }
 
 fn fake_os_tar() -> Result<(), Failed> {
-    let s = Scratch::new();
+    let s = Scratch::new("dib-create-faults-");
     s.element("marks", "install.d", "echo hello > /etc/marked-by-install");
     let out = s.path().join("img");
-    let o = s.command(&out).args(["fake-os", "marks"]).output()?;
+    let o = tar_build(&s, &out).args(["fake-os", "marks"]).output()?;
     if !o.status.success() {
         return Err(common::tail(&String::from_utf8_lossy(&o.stderr), 40).into());
     }

@@ -47,7 +47,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 fn reject_unimplemented(cli: &Cli) -> anyhow::Result<()> {
     let pending = [
         (cli.ramdisk_element.is_some(), "--ramdisk-element"),
-        (cli.boot_test.is_some() && !cli.dry_run, "--boot-test (use scripts/boot-test IMAGE)"),
+        (
+            cli.boot_test.is_some() && !cli.dry_run,
+            "--boot-test (use scripts/boot-test IMAGE)",
+        ),
     ];
     match pending.iter().find(|(set, _)| *set) {
         Some((_, flag)) => Err(UsageError(format!("{flag} is not implemented yet")).into()),

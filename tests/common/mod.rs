@@ -151,3 +151,94 @@ pub fn assert_clean(dir: &Path) -> Result<(), Failed> {
         Err(format!("left behind: mounts {m:?}, loops {l:?}").into())
     }
 }
+
+/// A scratch directory under /var/tmp for one test build: element trees
+/// written by the test, the build root, and the outputs.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new(prefix: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in("/var/tmp")
+            .expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("elements")).expect("elements dir");
+        Scratch { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn builds(&self) -> PathBuf {
+        self.path().join("builds")
+    }
+
+    /// An element `name` with one hook `body` at `phase/50-hook`.
+    pub fn element(&self, name: &str, phase: &str, body: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let d = self.path().join("elements").join(name).join(phase);
+        std::fs::create_dir_all(&d).unwrap();
+        let f = d.join("50-hook");
+        std::fs::write(&f, format!("#!/bin/bash\nset -eu\n{body}\n")).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// dib-create with the scratch elements and tests/elements on
+    /// ELEMENTS_PATH, builds under the scratch dir, and no private mount
+    /// namespace (so the tests prove the journal alone takes mounts down).
+    pub fn command(&self) -> Command {
+        let mut c = dib_create();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/elements");
+        c.env(
+            "ELEMENTS_PATH",
+            format!(
+                "{}:{}",
+                self.path().join("elements").display(),
+                shipped.display()
+            ),
+        )
+        .env("DIB_CREATE_BUILD_ROOT", self.builds())
+        .env("DIB_CREATE_NO_NAMESPACE", "1")
+        .env("DIB_IMAGE_CACHE", test_cache());
+        c
+    }
+
+    /// No mounts, no loop devices, no build directories, and none of `outputs`.
+    pub fn assert_nothing_left(&self, outputs: &[PathBuf]) -> Result<(), Failed> {
+        assert_clean(self.path())?;
+        for o in outputs {
+            if o.exists() {
+                return Err(format!("{} exists after a failed build", o.display()).into());
+            }
+        }
+        let builds: Vec<_> = std::fs::read_dir(self.builds())
+            .map(|r| r.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        if !builds.is_empty() {
+            return Err(format!("build directories left: {builds:?}").into());
+        }
+        Ok(())
+    }
+}
+
+/// Runs `f` on a read-only loop device over `size` bytes of `file` at
+/// `offset`, and detaches it whatever happens.
+pub fn with_loop_at<T>(
+    file: &Path,
+    offset: u64,
+    size: u64,
+    f: impl FnOnce(&str) -> Result<T, Failed>,
+) -> Result<T, Failed> {
+    let mut c = Command::new("losetup");
+    c.args(["--find", "--show", "--read-only"])
+        .arg(format!("--offset={offset}"))
+        .arg(format!("--sizelimit={size}"))
+        .arg(file);
+    let dev = run_ok(c)?.trim().to_string();
+    let result = f(&dev);
+    let _ = Command::new("losetup").args(["-d", &dev]).status();
+    result
+}
