@@ -66,12 +66,89 @@ pub fn make_and_fill(
     } else {
         None
     };
+    if let (Some(t), Some(epoch)) = (tree, repro.epoch) {
+        clamp_tree_times(t, epoch)?;
+    }
     make(dev, spec, from_tree, repro)?;
     match (mode, tree) {
         (FillMode::Mounted, Some(t)) => fill_mounted(dev, spec, t, journal, scratch),
         (FillMode::FromTree, Some(t)) if spec.fstype == "vfat" => fill_vfat(dev, t),
+        (FillMode::FromTree, Some(t)) if spec.fstype.starts_with("ext") => match repro.epoch {
+            Some(epoch) => set_ext_ctimes(dev, t, epoch, scratch),
+            None => Ok(()),
+        },
         _ => Ok(()),
     }
+}
+
+/// Caps every file's access and modification time at `epoch`
+/// (SOURCE_DATE_EPOCH), as tar's --clamp-mtime does for archives.
+pub fn clamp_tree_times(tree: &Path, epoch: u64) -> anyhow::Result<()> {
+    let stamp = format!("@{epoch}");
+    Cmd::new("clamping file times to SOURCE_DATE_EPOCH", "find")
+        .arg(tree)
+        .args([
+            "-xdev",
+            "-newermt",
+            &stamp,
+            "-exec",
+            "touch",
+            "--no-dereference",
+            "--date",
+            &stamp,
+            "{}",
+            "+",
+        ])
+        .run()?;
+    Ok(())
+}
+
+/// `mke2fs -d` copies each source file's ctime, which no one can set on the
+/// host. Rewrite every inode's ctime in the new filesystem to `epoch` with
+/// one debugfs batch, so the same tree gives the same bytes.
+fn set_ext_ctimes(dev: &Path, tree: &Path, epoch: u64, scratch: &Path) -> anyhow::Result<()> {
+    let mut paths = Vec::new();
+    walk_relative(tree, Path::new("/"), &mut paths)?;
+    let mut cmds = String::new();
+    for p in &paths {
+        // debugfs reads one command a line, with double quotes for spaces.
+        if let Some(p) = p.to_str().filter(|p| !p.contains(['"', '\n', '\\'])) {
+            cmds.push_str(&format!("sif \"{p}\" ctime @{epoch}\n"));
+        }
+    }
+    let file = scratch.join("debugfs-ctimes");
+    std::fs::write(&file, cmds)?;
+    Cmd::new(
+        format!("setting inode change times on {}", dev.display()),
+        "debugfs",
+    )
+    .args(["-w", "-f"])
+    .arg(&file)
+    .arg(dev)
+    // debugfs stamps the superblock's write time too.
+    .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
+    .read()?;
+    std::fs::remove_file(&file)?;
+    Ok(())
+}
+
+/// Every path below `dir` (and `dir` itself, as `rel`), symlinks not followed.
+fn walk_relative(dir: &Path, rel: &Path, out: &mut Vec<std::path::PathBuf>) -> anyhow::Result<()> {
+    out.push(rel.to_path_buf());
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(Result::ok)
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let child = rel.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            walk_relative(&e.path(), &child, out)?;
+        } else {
+            out.push(child);
+        }
+    }
+    Ok(())
 }
 
 /// The mkfs command line for a spec (with population where the tool can).

@@ -347,10 +347,13 @@ fn write_tree_output(
         "docker" | "oci" => {
             let layer = build.join("layer.tar");
             tarball::write(tree, &layer, tarball::Compression::None, clamp)?;
-            let target = cli
-                .docker_target
-                .clone()
-                .unwrap_or_else(|| plan.image_name.clone());
+            // DIB's default target is the image's name, not the output path.
+            let target = cli.docker_target.clone().unwrap_or_else(|| {
+                Path::new(&plan.image_name).file_name().map_or_else(
+                    || plan.image_name.clone(),
+                    |n| n.to_string_lossy().into_owned(),
+                )
+            });
             let meta = ImageMeta {
                 arch: &plan.arch,
                 target: &target,
