@@ -85,7 +85,9 @@ fn sigint_during_install() -> Result<(), Failed> {
     s.element(
         "slow",
         "install.d",
-        "touch /tmp/marker-in-chroot; echo started; sleep 120",
+        // The setsid child leaves the hook's process group but keeps its
+        // output pipe open, as dpkg under apt's pty does.
+        "setsid sleep 300 & touch /tmp/marker-in-chroot; echo started; sleep 120",
     );
     let out = s.path().join("img");
     let mut child = tar_build(&s, &out).args(["fake-os", "slow"]).spawn()?;

@@ -25,6 +25,9 @@ pub enum Entry {
     CreatedFile(PathBuf),
     /// An empty directory we created; undone by rmdir (never recursive).
     CreatedDir(PathBuf),
+    /// A chroot we run processes in; undone by killing whatever still runs
+    /// inside it (daemons, orphans of an interrupted hook), so its mounts can go.
+    Chroot(PathBuf),
     /// A file we moved aside to `.1`; undone by moving it back over `.0`.
     Replaced(PathBuf, PathBuf),
 }
@@ -36,6 +39,7 @@ impl Entry {
             Entry::Loop(p) => ("loop", p, None),
             Entry::CreatedFile(p) => ("created", p, None),
             Entry::CreatedDir(p) => ("createddir", p, None),
+            Entry::Chroot(p) => ("chroot", p, None),
             Entry::Replaced(p, q) => ("replaced", p, Some(q)),
         };
         match b {
@@ -53,6 +57,7 @@ impl Entry {
             "loop" => Entry::Loop(a),
             "created" => Entry::CreatedFile(a),
             "createddir" => Entry::CreatedDir(a),
+            "chroot" => Entry::Chroot(a),
             "replaced" => Entry::Replaced(a, PathBuf::from(f.next()?)),
             _ => return None,
         })
@@ -64,6 +69,7 @@ impl Entry {
             Entry::Loop(p) => format!("detaching {}", p.display()),
             Entry::CreatedFile(p) | Entry::CreatedDir(p) => format!("removing {}", p.display()),
             Entry::Replaced(p, _) => format!("restoring {}", p.display()),
+            Entry::Chroot(p) => format!("stopping processes in {}", p.display()),
         }
     }
 }
@@ -90,6 +96,7 @@ impl Undo for HostUndo {
                 _ => Ok(()),
             },
             Entry::Replaced(p, saved) => restore(p, saved),
+            Entry::Chroot(p) => super::procs::kill_inside(p),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod journal;
 pub mod log;
 pub mod loopdev;
 pub mod mount;
+pub mod procs;
 pub mod runner;
 pub mod tools;
 

@@ -323,8 +323,13 @@ impl Cmd {
             _ => None,
         };
         let status = self.wait(&mut child, start)?;
-        for t in [err_thread, out_thread].into_iter().flatten() {
-            let _ = t.join();
+        // A grandchild in another session (dpkg under apt's pty) can outlive
+        // the child and hold its pipes open; after an interrupt, do not wait
+        // for it to close them: teardown kills it.
+        if !interrupt::requested() || self.teardown {
+            for t in [err_thread, out_thread].into_iter().flatten() {
+                let _ = t.join();
+            }
         }
         let elapsed = start.elapsed();
         if interrupt::requested() && !status.success() && !self.teardown {

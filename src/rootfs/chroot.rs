@@ -28,6 +28,9 @@ pub fn enter(journal: &mut Journal, root: &Path, hooks_dir: &Path) -> anyhow::Re
     bind_hooks(journal, root, hooks_dir)?;
     install_resolv_conf(journal, root)?;
     block_daemons(journal, root)?;
+    // Recorded last, so undone first: nothing may run inside when the
+    // mounts above are taken down.
+    journal.record(Entry::Chroot(root.to_path_buf()))?;
     Ok(first)
 }
 
