@@ -202,7 +202,10 @@ impl Scratch {
         )
         .env("DIB_CREATE_BUILD_ROOT", self.builds())
         .env("DIB_CREATE_NO_NAMESPACE", "1")
-        .env("DIB_IMAGE_CACHE", test_cache());
+        .env("DIB_IMAGE_CACHE", test_cache())
+        // Builds share one bootstrapped root (tests/rootfs.rs bootstraps afresh).
+        .env("DIB_DEBOOTSTRAP_CACHE", "1")
+        .env("DIB_DEBIAN_USE_DEBOOTSTRAP_CACHE", "1");
         c
     }
 
