@@ -17,6 +17,8 @@ pub enum Need {
     Network(&'static str),
     /// Running binaries of this dpkg architecture through qemu-user.
     ForeignArch(&'static str),
+    /// A file that must exist (firmware images and the like).
+    File(&'static str),
 }
 
 impl Need {
@@ -28,6 +30,7 @@ impl Need {
                 .then(|| "needs loop devices (/dev/loop-control)".into()),
             Need::Tool(t) => (!on_path(t)).then(|| format!("needs `{t}` on PATH")),
             Need::Network(hp) => (!reachable(hp)).then(|| format!("needs network access to {hp}")),
+            Need::File(f) => (!Path::new(f).exists()).then(|| format!("needs {f}")),
             Need::ForeignArch(a) => {
                 let q = match *a {
                     "arm64" => "qemu-aarch64-static",
