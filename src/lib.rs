@@ -9,6 +9,7 @@
 //! - [`blockdev`]: block-device YAML, partitions, filesystems;
 //! - [`output`]: image formats;
 //! - [`cache`]: package and root caches;
+//! - [`lock`]: lockfiles (record, build locked, diff);
 //! - [`host`]: the only layer that touches the host.
 
 pub mod blockdev;
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod element;
 pub mod hooks;
 pub mod host;
+pub mod lock;
 pub mod output;
 pub mod paths;
 pub mod plan;

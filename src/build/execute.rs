@@ -26,6 +26,7 @@ use disk::DISK_TYPES;
 /// Builds the image a plan describes.
 pub fn execute(plan: &Plan, cli: &Cli) -> anyhow::Result<()> {
     let graph = check_can_build(plan, cli)?;
+    let mut lock = crate::lock::Session::from_cli(cli, plan)?;
     let started = Instant::now();
     let root = builddir::build_root();
     builddir::cleanup_stale(&root);
@@ -53,8 +54,10 @@ pub fn execute(plan: &Plan, cli: &Cli) -> anyhow::Result<()> {
         runner: &mut runner,
         journal: &mut journal,
         graph: graph.as_ref(),
+        lock: &mut lock,
     }
     .run();
+    lock.close();
     let teardown = journal.close();
     log::info(&runner.timing_table());
     let teardown_failed = teardown.is_err();
@@ -111,6 +114,8 @@ struct Build<'a, 'r> {
     runner: &'r mut PhaseRunner<'a>,
     journal: &'r mut Journal,
     graph: Option<&'a Graph>,
+    /// Lockfile recording or enforcement, called between the package phases.
+    lock: &'r mut crate::lock::Session,
 }
 
 impl Build<'_, '_> {
@@ -120,7 +125,7 @@ impl Build<'_, '_> {
                 self.runner.set_env(k, v);
             }
         }
-        self.root_phases()?;
+        self.root_phases().map_err(|e| self.lock.explain(e))?;
         let Some(g) = self.graph else {
             log::info(
                 "phases block-device.d and the block-device step do not run: no disk output was asked for",
@@ -183,15 +188,21 @@ impl Build<'_, '_> {
     fn root_phases(&mut self) -> anyhow::Result<()> {
         log::step("preparing the hooks tree");
         crate::hooks::tree::prepare(self.plan, &self.dirs.hooks)?;
+        self.lock.before_root(self.runner, &self.dirs.build)?;
         self.runner.run_phase("root.d")?;
         check_root_exists(&self.dirs.target)?;
+        self.lock.after_phase("root.d", &self.dirs.target)?;
         self.runner.run_phase("extra-data.d")?;
         let first = chroot::enter(self.journal, &self.dirs.target, &self.dirs.hooks)?;
-        self.runner.run_phase("pre-install.d")?;
-        self.runner.run_phase("install.d")?;
+        for phase in ["pre-install.d", "install.d"] {
+            self.runner.run_phase(phase)?;
+            self.lock.after_phase(phase, &self.dirs.target)?;
+        }
         self.runner
             .install_extra_packages(&self.cli.extra_packages())?;
+        self.lock.after_phase("extra", &self.dirs.target)?;
         self.runner.run_phase("post-install.d")?;
+        self.lock.after_phase("post-install.d", &self.dirs.target)?;
         self.runner.run_phase("post-root.d")?;
         self.journal.undo_until(&first)
     }

@@ -20,6 +20,7 @@ pub struct UsageError(pub String);
 /// tests can prove the journal alone takes everything down.
 pub fn prepare_process(cli: &Cli) -> anyhow::Result<()> {
     let wants_namespace = !cli.dry_run
+        && cli.lock_diff.is_none()
         && crate::host::is_root()
         && std::env::var("DIB_CREATE_NO_NAMESPACE").map_or(true, |v| v != "1");
     if wants_namespace {
@@ -33,6 +34,9 @@ pub fn prepare_process(cli: &Cli) -> anyhow::Result<()> {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(dir) = &cli.cleanup {
         return cleanup(dir);
+    }
+    if let Some([old, new]) = cli.lock_diff.as_deref() {
+        return crate::lock::print_diff(old, new);
     }
     reject_unimplemented(&cli)?;
     let mut plan = plan::build(&cli)?;

@@ -39,7 +39,7 @@ pub enum Accel {
 )]
 pub struct Cli {
     /// Elements to include in the image.
-    #[arg(value_name = "ELEMENT", required_unless_present_any = ["cleanup"])]
+    #[arg(value_name = "ELEMENT", required_unless_present_any = ["cleanup", "lock_diff"])]
     pub elements: Vec<String>,
 
     // ---- Image ----
@@ -154,6 +154,33 @@ pub struct Cli {
     )]
     pub cleanup: Option<PathBuf>,
 
+    // ---- Lockfile ----
+    /// Build as usual and write every package the build installed, pinned by
+    /// version and SHA256, to FILE (see docs/lockfile.md).
+    #[arg(long, value_name = "FILE", help_heading = "Lockfile", conflicts_with_all = ["lockfile", "lock_update"])]
+    pub lock: Option<PathBuf>,
+    /// Build with exactly the packages FILE pins: every .deb is fetched into the
+    /// cache and verified, and apt sees only those.
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Lockfile",
+        conflicts_with = "lock_update"
+    )]
+    pub lockfile: Option<PathBuf>,
+    /// Like --lock, for an existing FILE: re-resolve, rewrite it, print what changed.
+    #[arg(long, value_name = "FILE", help_heading = "Lockfile")]
+    pub lock_update: Option<PathBuf>,
+    /// Print the packages added, removed and changed from lockfile OLD to NEW, then exit.
+    #[arg(
+        long,
+        num_args = 2,
+        value_names = ["OLD", "NEW"],
+        help_heading = "Lockfile",
+        conflicts_with_all = ["elements", "lock", "lockfile", "lock_update", "cleanup"]
+    )]
+    pub lock_diff: Option<Vec<PathBuf>>,
+
     // ---- Plan ----
     /// Resolve everything and print the plan; touch nothing.
     #[arg(long, help_heading = "Plan")]
@@ -245,6 +272,21 @@ mod tests {
         assert_eq!(c.output_types(), ["qcow2", "tar"]);
         assert_eq!(c.extra_packages(), ["vim", "curl", "less"]);
         assert_eq!(c.trace, 2);
+    }
+
+    #[test]
+    fn lock_flags_parse() {
+        let c = Cli::try_parse_from(["dib-create", "--lock-diff", "a.lock", "b.lock"]).unwrap();
+        assert_eq!(c.lock_diff.unwrap().len(), 2);
+        let c =
+            Cli::try_parse_from(["dib-create", "--lockfile", "x.lock", "debian-minimal"]).unwrap();
+        assert_eq!(c.lockfile.unwrap().to_str(), Some("x.lock"));
+        assert!(
+            Cli::try_parse_from(["dib-create", "--lock", "a", "--lockfile", "b", "x"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["dib-create", "--lock-diff", "a.lock", "b.lock", "x"]).is_err()
+        );
     }
 
     #[test]
