@@ -163,6 +163,40 @@ impl DebStore {
         Ok(text)
     }
 
+    /// Adds a file that is already on disk (a .deb apt downloaded into the
+    /// tree) under its own hash. Returns the hash.
+    pub fn adopt(&self, file: &Path) -> anyhow::Result<String> {
+        let mut f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        let (sha, size) = hash_reader(&mut f)?;
+        let path = self.path(&sha);
+        if path.exists() {
+            return Ok(sha);
+        }
+        let _lock = self.lock(&sha)?;
+        if path.exists() {
+            return Ok(sha);
+        }
+        let part = path.with_extension("part");
+        fs::copy(file, &part)
+            .with_context(|| format!("copying {} into the cache", file.display()))?;
+        let want = Want {
+            label: file.display().to_string(),
+            sha256: sha.clone(),
+            size,
+            urls: Vec::new(),
+        };
+        // It could have changed while we copied it.
+        if !matches(&part, &want)? {
+            let _ = fs::remove_file(&part);
+            anyhow::bail!(
+                "{} changed while it was copied into the cache",
+                file.display()
+            );
+        }
+        fs::rename(&part, &path)?;
+        Ok(sha)
+    }
+
     /// Exclusive lock of one entry, held until the guard drops.
     fn lock(&self, sha256: &str) -> anyhow::Result<Flock<File>> {
         let p = self.root.join("locks").join(sha256);
@@ -176,29 +210,19 @@ impl DebStore {
             .map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", p.display()))
     }
 
-    /// Fetches every wanted file with `jobs` threads; reports every failure.
+    /// Fetches every wanted file with `jobs` threads, and reads each one's
+    /// control fields; reports every failure.
     pub fn ensure_all(&self, wants: &[Want], jobs: usize) -> anyhow::Result<Vec<PathBuf>> {
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let results: Vec<std::sync::Mutex<Option<anyhow::Result<PathBuf>>>> =
-            wants.iter().map(|_| std::sync::Mutex::new(None)).collect();
-        std::thread::scope(|s| {
-            for _ in 0..jobs.clamp(1, 32) {
-                s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if i >= wants.len() || crate::host::interrupt::signal().is_some() {
-                            break;
-                        }
-                        let r = self.ensure(&wants[i]);
-                        *results[i].lock().unwrap() = Some(r);
-                    }
-                });
-            }
+        let results = parallel(wants, jobs, |w| {
+            let p = self.ensure(w)?;
+            self.control(&w.sha256)
+                .with_context(|| format!("{}: reading its control fields", w.label))?;
+            Ok(p)
         });
         let mut paths = Vec::new();
         let mut errors = Vec::new();
         for r in results {
-            match r.into_inner().unwrap() {
+            match r {
                 Some(Ok(p)) => paths.push(p),
                 Some(Err(e)) => errors.push(format!("{e:#}")),
                 None => errors.push("interrupted".into()),
@@ -214,6 +238,35 @@ impl DebStore {
             errors.join("\n  ")
         )
     }
+}
+
+/// `f` over `items` on `jobs` threads, results in order; None when interrupted.
+fn parallel<T: Sync, R: Send>(
+    items: &[T],
+    jobs: usize,
+    f: impl Fn(&T) -> anyhow::Result<R> + Sync,
+) -> Vec<Option<anyhow::Result<R>>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<anyhow::Result<R>>>> =
+        items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, 32) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= items.len() || crate::host::interrupt::signal().is_some() {
+                        break;
+                    }
+                    let r = f(&items[i]);
+                    *results[i].lock().unwrap() = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|m| m.into_inner().unwrap())
+        .collect()
 }
 
 /// True when the file's size and SHA256 are the wanted ones.

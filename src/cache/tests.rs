@@ -126,8 +126,23 @@ fn ensure_all_reports_every_failure() {
     bad.urls = vec![format!("{}/b.deb", server.url())];
     let store = DebStore::open(&dir.path().join("cache"), false).unwrap();
     let e = format!("{:#}", store.ensure_all(&[want, bad], 4).unwrap_err());
+    // Both fail: b cannot be fetched, and a is no .deb (its control fields).
     assert!(
-        e.contains("1 package(s)") && e.contains("b 2.0 amd64"),
+        e.contains("2 package(s)") && e.contains("b 2.0 amd64"),
         "{e}"
     );
+    assert!(e.contains("a 1.0 amd64: reading its control fields"), "{e}");
+}
+
+#[test]
+fn adopt_stores_by_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x_1_amd64.deb");
+    std::fs::write(&f, b"some deb").unwrap();
+    let store = DebStore::open(&dir.path().join("cache"), true).unwrap();
+    let got = store.adopt(&f).unwrap();
+    assert_eq!(got, sha(b"some deb"));
+    assert_eq!(std::fs::read(store.path(&got)).unwrap(), b"some deb");
+    // Twice is fine.
+    assert_eq!(store.adopt(&f).unwrap(), got);
 }

@@ -168,6 +168,7 @@ impl Session {
             Mode::Record { out, old, rec } => {
                 rec.snapshot(phase, target)
                     .with_context(|| format!("recording the packages after {}", phase.as_str()))?;
+                harvest(&self.cache, target);
                 if phase != Phase::PostInstall {
                     return Ok(());
                 }
@@ -216,6 +217,27 @@ impl Session {
         {
             s.close();
         }
+    }
+}
+
+/// Keeps the .debs apt downloaded into the tree in the cache, so that the
+/// first build from the new lockfile need not download them again. Best effort.
+fn harvest(cache: &Path, target: &Path) {
+    let Ok(rd) = std::fs::read_dir(target.join("var/cache/apt/archives")) else {
+        return;
+    };
+    let Ok(store) = DebStore::open(cache, true) else {
+        return;
+    };
+    let mut n = 0;
+    for e in rd.filter_map(|e| e.ok()) {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "deb") && store.adopt(&p).is_ok() {
+            n += 1;
+        }
+    }
+    if n > 0 {
+        log::info(&format!("kept {n} downloaded packages in the cache"));
     }
 }
 

@@ -124,3 +124,91 @@ fn link_or_copy(from: &Path, to: &Path) -> anyhow::Result<()> {
         .map(|_| ())
         .with_context(|| format!("copying {} to {}", from.display(), to.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::Want;
+    use crate::lock::lockfile::{Header, Phase};
+
+    /// Builds a tiny .deb with dpkg-deb; None when the host has none.
+    fn tiny_deb(dir: &Path, name: &str, version: &str) -> Option<PathBuf> {
+        let root = dir.join(format!("{name}-src"));
+        std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+        std::fs::write(
+            root.join("DEBIAN/control"),
+            format!(
+                "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: t <t@t>\n\
+                 Priority: required\nDepends: libc6\nDescription: test\n long text\n"
+            ),
+        )
+        .ok()?;
+        let deb = dir.join(format!("{name}_{version}_all.deb"));
+        let ok = std::process::Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Zgzip", "--build"])
+            .arg(&root)
+            .arg(&deb)
+            .output()
+            .ok()?
+            .status
+            .success();
+        ok.then_some(deb)
+    }
+
+    #[test]
+    fn packages_index_carries_control_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(deb) = tiny_deb(dir.path(), "hello", "1.0-1") else {
+            println!("SKIP packages_index_carries_control_fields: no dpkg-deb");
+            return;
+        };
+        let data = std::fs::read(&deb).unwrap();
+        let sha = hex(&Sha256::digest(&data));
+        let store = DebStore::open(&dir.path().join("cache"), false).unwrap();
+        store
+            .ensure(&Want {
+                label: "hello".into(),
+                sha256: sha.clone(),
+                size: data.len() as u64,
+                urls: vec![format!("file://{}", deb.display())],
+            })
+            .unwrap();
+        let mut lock = Lockfile {
+            header: Header {
+                distribution: "debian".into(),
+                release: "bookworm".into(),
+                architecture: "amd64".into(),
+                ..Default::default()
+            },
+            packages: vec![Package {
+                name: "hello".into(),
+                version: "1.0-1".into(),
+                arch: "all".into(),
+                phase: Phase::Bootstrap,
+                filename: "pool/main/h/hello/hello_1.0-1_all.deb".into(),
+                url: "http://example/hello.deb".into(),
+                sha256: sha.clone(),
+                size: data.len() as u64,
+                removed: None,
+            }],
+        };
+        let repo = dir.path().join("repo");
+        write(&repo, &lock, &store).unwrap();
+        let packages =
+            std::fs::read_to_string(repo.join("dists/bookworm/main/binary-amd64/Packages"))
+                .unwrap();
+        let p = &crate::lock::deb822::parse(&packages).unwrap()[0];
+        assert_eq!(p.get("Priority"), Some("required"));
+        assert_eq!(p.get("Depends"), Some("libc6"));
+        assert_eq!(p.get("SHA256"), Some(sha.as_str()));
+        let f = p.get("Filename").unwrap();
+        assert_eq!(std::fs::read(repo.join(f)).unwrap(), data);
+        let release = std::fs::read_to_string(repo.join("dists/bookworm/Release")).unwrap();
+        assert!(release.contains(" main/binary-amd64/Packages\n"));
+
+        // A lockfile whose hash names another package is inconsistent.
+        lock.packages[0].name = "other".into();
+        let e = format!("{:#}", write(&repo, &lock, &store).unwrap_err());
+        assert!(e.contains("inconsistent"), "{e}");
+    }
+}
