@@ -142,7 +142,9 @@ fn boot(
     for cmd in cmds {
         c.args(["--run", cmd]);
     }
-    let out = c.output().map_err(|e| format!("running {}: {e}", script.display()))?;
+    let out = c
+        .output()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     print!("{stdout}");
     if !out.status.success() {
@@ -239,12 +241,22 @@ fn growroot_fills_enlarged_disk(fw: Firmware) -> Result<(), Failed> {
         fw,
         &img,
         Some("+1G"),
-        &[df, disk, PART, "lsblk -o NAME,SIZE,TYPE,MOUNTPOINTS /dev/vda", "sudo journalctl -b -u dib-growroot --no-pager -o cat"],
+        &[
+            df,
+            disk,
+            PART,
+            "lsblk -o NAME,SIZE,TYPE,MOUNTPOINTS /dev/vda",
+            "sudo journalctl -b -u dib-growroot --no-pager -o cat",
+        ],
     )?;
     let fs: u64 = output_of(&v, df)?.trim().parse()?;
     let disk_size: u64 = output_of(&v, disk)?.trim().parse()?;
     if disk_size != before + (1 << 30) {
-        return Err(format!("the disk is {disk_size} bytes, expected {}", before + (1 << 30)).into());
+        return Err(format!(
+            "the disk is {disk_size} bytes, expected {}",
+            before + (1 << 30)
+        )
+        .into());
     }
     if fs <= before {
         return Err(format!(
@@ -264,9 +276,18 @@ fn growroot_fills_enlarged_disk(fw: Firmware) -> Result<(), Failed> {
     };
     let end = (start + sectors) * 512;
     if end + (1 << 20) < disk_size {
-        return Err(format!("the root partition ends at byte {end} of a {disk_size}-byte disk: not grown to the end").into());
+        return Err(format!(
+            "the root partition ends at byte {end} of a {disk_size}-byte disk: not grown to the end"
+        )
+        .into());
     }
-    println!("{}: root grew to {} MiB on a {} MiB disk (was {} MiB)", fw.name(), fs >> 20, disk_size >> 20, before >> 20);
+    println!(
+        "{}: root grew to {} MiB on a {} MiB disk (was {} MiB)",
+        fw.name(),
+        fs >> 20,
+        disk_size >> 20,
+        before >> 20
+    );
     Ok(())
 }
 
@@ -288,9 +309,11 @@ fn main() {
     let uefi = needs;
     let mut tests = Vec::new();
     for (fw, needs) in [(Firmware::Bios, bios), (Firmware::Uefi, uefi)] {
-        tests.push(trial(&format!("{}_boots_and_logs_in", fw.name()), &needs, move || {
-            boots_and_logs_in(fw)
-        }));
+        tests.push(trial(
+            &format!("{}_boots_and_logs_in", fw.name()),
+            &needs,
+            move || boots_and_logs_in(fw),
+        ));
         tests.push(trial(
             &format!("{}_growroot_fills_enlarged_disk", fw.name()),
             &needs,
