@@ -49,6 +49,17 @@ fn main() {
             &fast,
             finalise_modes,
         ),
+        trial(
+            "xfs_btrfs_and_swap_from_a_custom_config",
+            &[
+                Need::Root,
+                Need::LoopDevices,
+                Need::Tool("mkfs.xfs"),
+                Need::Tool("mkfs.btrfs"),
+                Need::Tool("xfs_repair"),
+            ],
+            other_filesystems,
+        ),
     ];
     for layout in ["mbr", "gpt", "efi"] {
         tests.push(trial(
@@ -413,4 +424,91 @@ fn finalise_modes() -> Result<(), Failed> {
         common::assert_clean(s.path())?;
     }
     Ok(())
+}
+
+/// Every filesystem type besides ext4 and vfat, from a DIB_BLOCK_DEVICE_CONFIG:
+/// xfs (filled through a mount), btrfs (--rootdir) and swap (mount point none).
+const OTHER_FILESYSTEMS: &str = "
+- local_loop:
+    name: image0
+    size: 1GiB
+- partitioning:
+    base: image0
+    label: gpt
+    partitions:
+      - name: root
+        size: 300MiB
+        mkfs:
+          type: ext4
+          mount:
+            mount_point: /
+            fstab:
+              fsck-passno: 1
+      - name: srv
+        size: 320MiB
+        mkfs:
+          type: xfs
+          label: srvdata
+          mount:
+            mount_point: /srv
+            fstab:
+              options: defaults
+      - name: home
+        size: 200MiB
+        mkfs:
+          type: btrfs
+          mount:
+            mount_point: /home
+            fstab:
+              options: defaults
+      - name: swap
+        size: 64MiB
+        mkfs:
+          type: swap
+          mount:
+            mount_point: none
+            fstab:
+              options: sw
+";
+
+fn other_filesystems() -> Result<(), Failed> {
+    let s = Scratch::new("dib-create-disk-");
+    s.element(
+        "data",
+        "post-root.d",
+        "mkdir -p \"$TARGET_ROOT/srv\" \"$TARGET_ROOT/home\"\n\
+         echo on-xfs > \"$TARGET_ROOT/srv/data\"; echo on-btrfs > \"$TARGET_ROOT/home/data\"",
+    );
+    let out = s.path().join("fs");
+    let mut c = s.command();
+    c.env("DIB_BLOCK_DEVICE_CONFIG", OTHER_FILESYSTEMS)
+        .args(["-n", "-t", "raw", "-o"])
+        .arg(&out)
+        .args(["fake-os", "data"]);
+    run_ok(c)?;
+    let raw = out.with_extension("raw");
+    check_disk(&raw, 4)?;
+    let fstab = {
+        let dump = run_ok(cmd("sfdisk", &["-J", raw.to_str().unwrap()]))?;
+        let table: serde_json::Value = serde_json::from_str(&dump)?;
+        let parts = table["partitiontable"]["partitions"].as_array().cloned().unwrap_or_default();
+        read_fstab(&raw, &parts, 512)?
+    };
+    for want in [" /srv xfs ", " /home btrfs ", " none swap sw "] {
+        if !fstab.contains(want) {
+            return Err(format!("fstab lacks {want:?}:\n{fstab}").into());
+        }
+    }
+    // The root filesystem must not hold what belongs to the others.
+    let dump = run_ok(cmd("sfdisk", &["-J", raw.to_str().unwrap()]))?;
+    let table: serde_json::Value = serde_json::from_str(&dump)?;
+    let root = &table["partitiontable"]["partitions"][0];
+    let (start, size) = (
+        root["start"].as_u64().unwrap() * 512,
+        root["size"].as_u64().unwrap() * 512,
+    );
+    if read_ext_file(&raw, start, size, "/srv/data")?.is_some() {
+        return Err("/srv/data landed in the root filesystem, not in xfs".into());
+    }
+    s.assert_nothing_left(&[])
 }
