@@ -50,6 +50,11 @@ fn main() {
             finalise_modes,
         ),
         trial(
+            "legacy_image_block_device_is_refused",
+            &fast,
+            legacy_block_device,
+        ),
+        trial(
             "xfs_btrfs_and_swap_from_a_custom_config",
             &[
                 Need::Root,
@@ -491,7 +496,10 @@ fn other_filesystems() -> Result<(), Failed> {
     let fstab = {
         let dump = run_ok(cmd("sfdisk", &["-J", raw.to_str().unwrap()]))?;
         let table: serde_json::Value = serde_json::from_str(&dump)?;
-        let parts = table["partitiontable"]["partitions"].as_array().cloned().unwrap_or_default();
+        let parts = table["partitiontable"]["partitions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         read_fstab(&raw, &parts, 512)?
     };
     for want in [" /srv xfs ", " /home btrfs ", " none swap sw "] {
@@ -511,4 +519,26 @@ fn other_filesystems() -> Result<(), Failed> {
         return Err("/srv/data landed in the root filesystem, not in xfs".into());
     }
     s.assert_nothing_left(&[])
+}
+
+/// A block-device.d hook that picks the device itself (DIB's pre-YAML path)
+/// gets a clear refusal, and nothing is left behind.
+fn legacy_block_device() -> Result<(), Failed> {
+    let s = Scratch::new("dib-create-disk-");
+    s.element(
+        "legacy",
+        "block-device.d",
+        "echo IMAGE_BLOCK_DEVICE=/dev/loop42",
+    );
+    let out = s.path().join("img");
+    let mut c = s.command();
+    c.args(["-n", "-t", "raw", "-o"])
+        .arg(&out)
+        .args(["fake-os", "block-device-mbr", "legacy"]);
+    let o = c.output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    if o.status.code() != Some(2) || !err.contains("IMAGE_BLOCK_DEVICE=/dev/loop42") {
+        return Err(format!("expected a refusal (exit 2):\n{}", common::tail(&err, 10)).into());
+    }
+    s.assert_nothing_left(&[out.with_extension("raw")])
 }

@@ -210,6 +210,7 @@ impl Build<'_, '_> {
     /// block-device.d, then the disk from the YAML config, then fstab.
     fn make_disk(&mut self, graph: &Graph) -> anyhow::Result<disk::Disk> {
         self.runner.run_phase("block-device.d")?;
+        refuse_legacy_block_device(&self.runner.block_device_output)?;
         let size = disk::image_size(graph, self.cli, &self.dirs.target)?;
         let d = disk::create(graph, size, &self.dirs.build, self.journal, seed())?;
         for (k, v) in disk::block_device_env(&d) {
@@ -226,6 +227,21 @@ impl Build<'_, '_> {
         self.runner.run_phase("finalise.d")?;
         self.runner.run_phase("cleanup.d")?;
         self.journal.undo_until(&first)
+    }
+}
+
+/// DIB lets a block-device.d hook print `IMAGE_BLOCK_DEVICE=<dev>` to replace
+/// the YAML layer with a device it made itself. That pre-YAML path is not
+/// supported: say so instead of silently building another disk.
+fn refuse_legacy_block_device(output: &str) -> anyhow::Result<()> {
+    match output.lines().find_map(|l| l.trim().strip_prefix("IMAGE_BLOCK_DEVICE=")) {
+        Some(dev) => Err(UsageError(format!(
+            "a block-device.d hook chose the block device itself (IMAGE_BLOCK_DEVICE={dev}); \
+             dib-create does not support that legacy path: describe the disk with a block-device \
+             YAML config (DIB_BLOCK_DEVICE_CONFIG or an element's block-device-default.yaml) instead"
+        ))
+        .into()),
+        None => Ok(()),
     }
 }
 

@@ -86,6 +86,9 @@ pub struct PhaseRunner<'a> {
     dirs: BuildDirs,
     extra_env: BTreeMap<String, String>,
     pub timings: Vec<Timing>,
+    /// What block-device.d hooks printed: DIB reads `IMAGE_BLOCK_DEVICE=`
+    /// lines from it.
+    pub block_device_output: String,
 }
 
 impl<'a> PhaseRunner<'a> {
@@ -95,6 +98,7 @@ impl<'a> PhaseRunner<'a> {
             dirs,
             extra_env: BTreeMap::new(),
             timings: Vec::new(),
+            block_device_output: String::new(),
         }
     }
 
@@ -225,8 +229,15 @@ impl<'a> PhaseRunner<'a> {
             cmd = cmd.cwd(&self.dirs.build);
         }
         let started = std::time::Instant::now();
+        if phase == "block-device.d" {
+            cmd = cmd.keep_stdout();
+        }
         let result = cmd.run();
         let elapsed = started.elapsed();
+        if let Ok(out) = &result {
+            self.block_device_output
+                .push_str(&String::from_utf8_lossy(&out.stdout));
+        }
         self.timings.push(Timing {
             phase: phase.into(),
             element: element.clone(),

@@ -88,6 +88,7 @@ pub struct Cmd {
     timeout: Option<Duration>,
     log_prefix: Option<String>,
     teardown: bool,
+    keep_stdout: bool,
 }
 
 /// What a finished command gave back.
@@ -113,6 +114,7 @@ impl Cmd {
             timeout: None,
             log_prefix: None,
             teardown: false,
+            keep_stdout: false,
         }
     }
 
@@ -185,6 +187,13 @@ impl Cmd {
     /// undoing what the build made is exactly what an interrupt asks for.
     pub fn teardown(mut self) -> Self {
         self.teardown = true;
+        self
+    }
+
+    /// Logs stdout as usual and also returns it in [`Output::stdout`]
+    /// (for hooks whose output is an interface, such as block-device.d).
+    pub fn keep_stdout(mut self) -> Self {
+        self.keep_stdout = true;
         self
     }
 
@@ -309,10 +318,11 @@ impl Cmd {
         let err_thread = child
             .stderr
             .take()
-            .map(|e| spawn_line_pump(e, prefix.clone(), tail.clone()));
+            .map(|e| spawn_line_pump(e, prefix.clone(), tail.clone(), None));
         let mut stdout = Vec::new();
+        let kept = self.keep_stdout.then(|| Arc::new(Mutex::new(Vec::new())));
         let out_thread = match (mode, child.stdout.take()) {
-            (OutMode::Log, Some(o)) => Some(spawn_line_pump(o, prefix, tail.clone())),
+            (OutMode::Log, Some(o)) => Some(spawn_line_pump(o, prefix, tail.clone(), kept.clone())),
             (OutMode::Capture, Some(mut o)) => {
                 o.read_to_end(&mut stdout).map_err(|e| CmdError::Io {
                     what: self.what.clone(),
@@ -330,6 +340,9 @@ impl Cmd {
             for t in [err_thread, out_thread].into_iter().flatten() {
                 let _ = t.join();
             }
+        }
+        if let Some(k) = kept {
+            stdout = std::mem::take(&mut *k.lock().unwrap());
         }
         let elapsed = start.elapsed();
         if interrupt::requested() && !status.success() && !self.teardown {
@@ -386,6 +399,7 @@ fn spawn_line_pump<R: Read + Send + 'static>(
     r: R,
     prefix: String,
     tail: Arc<Mutex<VecDeque<String>>>,
+    keep: Option<Arc<Mutex<Vec<u8>>>>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(r);
@@ -393,6 +407,9 @@ fn spawn_line_pump<R: Read + Send + 'static>(
         while let Ok(n) = reader.read_until(b'\n', &mut buf) {
             if n == 0 {
                 break;
+            }
+            if let Some(k) = &keep {
+                k.lock().unwrap().extend_from_slice(&buf);
             }
             let line = String::from_utf8_lossy(&buf).trim_end().to_string();
             buf.clear();
