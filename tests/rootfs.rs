@@ -110,6 +110,7 @@ fn build_and_check(os: &str, release: &str, arch: &str, pretty: &str) -> Result<
     );
     let tar = out.with_extension("tar");
     check_tree(&tar, scratch.path(), arch, pretty)?;
+    check_manifests(&out)?;
     common::assert_clean(scratch.path())
 }
 
@@ -155,6 +156,36 @@ fn check_tree(tar: &Path, scratch: &Path, arch: &str, pretty: &str) -> Result<()
     let machine = if arch == "arm64" { "aarch64" } else { "x86-64" };
     expect(&file, machine, "ELF machine of /usr/bin/bash")?;
     no_build_leftovers(tar)
+}
+
+/// The manifest lists the installed packages with their archive hashes and the
+/// outputs; the SBOM is SPDX 2.3 with the same packages.
+fn check_manifests(out: &Path) -> Result<(), Failed> {
+    let read_json = |ext: &str| -> Result<serde_json::Value, Failed> {
+        let p = out.with_extension(ext);
+        let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        Ok(serde_json::from_str(&text)?)
+    };
+    let m = read_json("manifest.json")?;
+    let less = m["packages"]
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == "less"))
+        .ok_or("the manifest does not list less")?;
+    if less["sha256"].as_str().map(str::len) != Some(64) {
+        return Err(format!("less has no archive SHA256 in the manifest: {less}").into());
+    }
+    if m["outputs"][0]["type"] != "tar" {
+        return Err(format!("the manifest lists no tar output: {}", m["outputs"]).into());
+    }
+    let spdx = read_json("spdx.json")?;
+    if spdx["spdxVersion"] != "SPDX-2.3" {
+        return Err("the SBOM is not SPDX 2.3".into());
+    }
+    let n = spdx["packages"].as_array().map_or(0, Vec::len);
+    if n != m["packages"].as_array().map_or(0, Vec::len) + 1 {
+        return Err(format!("the SBOM has {n} packages, the manifest a different count").into());
+    }
+    Ok(())
 }
 
 /// Nothing of the build's own may be in the archive.

@@ -14,7 +14,7 @@ use crate::cli::Cli;
 use crate::hooks::{BuildDirs, PhaseRunner};
 use crate::host::{Journal, log};
 use crate::output::container::{self, ImageMeta};
-use crate::output::{self, Pending, convert, tarball};
+use crate::output::{self, Pending, convert, manifest, tarball};
 use crate::plan::Plan;
 use crate::rootfs::{binfmt, chroot};
 use std::path::Path;
@@ -55,6 +55,7 @@ pub fn execute(plan: &Plan, cli: &Cli) -> anyhow::Result<()> {
         journal: &mut journal,
         graph: graph.as_ref(),
         lock: &mut lock,
+        packages: Vec::new(),
     }
     .run();
     lock.close();
@@ -116,6 +117,8 @@ struct Build<'a, 'r> {
     graph: Option<&'a Graph>,
     /// Lockfile recording or enforcement, called between the package phases.
     lock: &'r mut crate::lock::Session,
+    /// What the tree holds after post-install.d, for the manifest and SBOM.
+    packages: Vec<manifest::Package>,
 }
 
 impl Build<'_, '_> {
@@ -132,7 +135,7 @@ impl Build<'_, '_> {
             );
             self.finalise_phases(&self.dirs.target.clone())?;
             let pending = self.tree_outputs(&self.dirs.target.clone())?;
-            return commit_outputs(pending, self.cli.checksum);
+            return self.commit(pending);
         };
         let d = self.make_disk(g)?;
         let pending = match disk::finalise_on()? {
@@ -142,8 +145,14 @@ impl Build<'_, '_> {
         disk::detach(&d, self.journal)?;
         let mut pending = pending;
         pending.extend(write_disk_outputs(self.plan, self.cli, &d)?);
-        // Every output was finished under a temporary name; they are renamed
-        // into place together, only once all of them succeeded.
+        self.commit(pending)
+    }
+
+    /// Every output was finished under a temporary name; with the manifest
+    /// and SBOM they are renamed into place together, only once all of them
+    /// succeeded.
+    fn commit(&self, mut pending: Vec<Pending>) -> anyhow::Result<()> {
+        pending.extend(write_manifests(self.plan, &self.packages, &pending)?);
         commit_outputs(pending, self.cli.checksum)
     }
 
@@ -203,6 +212,8 @@ impl Build<'_, '_> {
         self.lock.after_phase("extra", &self.dirs.target)?;
         self.runner.run_phase("post-install.d")?;
         self.lock.after_phase("post-install.d", &self.dirs.target)?;
+        // Now, while the apt lists that carry each package's hash are there.
+        self.packages = manifest::capture(&self.dirs.target)?;
         self.runner.run_phase("post-root.d")?;
         self.journal.undo_until(&first)
     }
@@ -284,6 +295,49 @@ fn write_disk_outputs(plan: &Plan, cli: &Cli, d: &disk::Disk) -> anyhow::Result<
         done.push(pending);
     }
     Ok(done)
+}
+
+/// `<name>.manifest.json` (packages and output hashes) and `<name>.spdx.json`.
+fn write_manifests(
+    plan: &Plan,
+    packages: &[manifest::Package],
+    outputs: &[Pending],
+) -> anyhow::Result<Vec<Pending>> {
+    let mut files = Vec::new();
+    for p in outputs {
+        let kind = plan
+            .outputs
+            .iter()
+            .find(|o| o.path == p.final_path)
+            .map_or("?", |o| o.kind.as_str());
+        files.push(manifest::OutputFile::hashed(kind, &p.tmp, &p.final_path)?);
+    }
+    let name = Path::new(&plan.image_name).file_name().map_or_else(
+        || plan.image_name.clone(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let distro = plan
+        .resolved_env
+        .get("DISTRO_NAME")
+        .map_or("debian", String::as_str);
+    let created = source_date_epoch().unwrap_or_else(now_secs);
+    let texts = [
+        (
+            "manifest.json",
+            manifest::manifest_json(&name, &plan.arch, packages, &files),
+        ),
+        (
+            "spdx.json",
+            manifest::spdx_json(&name, distro, packages, created),
+        ),
+    ];
+    let mut pending = Vec::new();
+    for (ext, text) in texts {
+        let p = Pending::new(Path::new(&format!("{}.{ext}", plan.image_name)));
+        std::fs::write(&p.tmp, text).with_context(|| format!("writing {}", p.tmp.display()))?;
+        pending.push(p);
+    }
+    Ok(pending)
 }
 
 /// Renames every finished output into place and writes checksums.

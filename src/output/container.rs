@@ -41,6 +41,11 @@ pub fn oci_arch(dpkg: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// The SHA256 (hex) of a file, read in 1 MiB blocks.
+pub(crate) fn sha256_of(path: &Path) -> anyhow::Result<String> {
+    Ok(sha256_file(path)?.digest)
+}
+
 fn sha256_file(path: &Path) -> anyhow::Result<Layer> {
     let mut f = File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let mut h = Sha256::new();
@@ -89,7 +94,7 @@ fn config_json(meta: &ImageMeta, layer: &Layer) -> Vec<u8> {
 }
 
 /// Formats epoch seconds as RFC 3339 UTC (civil-from-days algorithm).
-fn rfc3339(secs: u64) -> String {
+pub(crate) fn rfc3339(secs: u64) -> String {
     let days = (secs / 86400) as i64;
     let rem = secs % 86400;
     let z = days + 719_468;

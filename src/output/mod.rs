@@ -3,6 +3,7 @@
 
 pub mod container;
 pub mod convert;
+pub mod manifest;
 pub mod tarball;
 
 use anyhow::Context;
