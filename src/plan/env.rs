@@ -41,8 +41,12 @@ pub fn hook_env(
     }
     let path = caller.get("PATH").cloned().unwrap_or(DEFAULT_PATH.into());
     env.insert("PATH".into(), path);
-    if let Some(home) = caller.get("HOME") {
-        env.insert("HOME".into(), home.clone());
+    // HOME as DIB passes it; SOURCE_DATE_EPOCH so that the tools hooks run
+    // (mmdebstrap, mkinitramfs, python's byte-compiler) make reproducible files.
+    for k in ["HOME", "SOURCE_DATE_EPOCH"] {
+        if let Some(v) = caller.get(k) {
+            env.insert(k.into(), v.clone());
+        }
     }
     env.insert("LC_ALL".into(), "C".into());
     env.insert("ARCH".into(), arch.into());
