@@ -5,11 +5,12 @@
 //! The outer archives are written with sorted entries, fixed owners and a fixed
 //! mtime, so the same layer gives the same bytes.
 
+use crate::lock::lockfile::hex;
 use anyhow::Context;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 
 /// What the image config says about the image.
@@ -41,35 +42,19 @@ pub fn oci_arch(dpkg: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// The SHA256 (hex) of a file, read in 1 MiB blocks.
+/// The SHA256 (hex) of a file.
 pub(crate) fn sha256_of(path: &Path) -> anyhow::Result<String> {
     Ok(sha256_file(path)?.digest)
 }
 
 fn sha256_file(path: &Path) -> anyhow::Result<Layer> {
     let mut f = File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        h.update(&buf[..n]);
-    }
-    Ok(Layer {
-        digest: hex(&h.finalize()),
-        size,
-    })
+    let (digest, size) = crate::cache::hash_reader(&mut f)?;
+    Ok(Layer { digest, size })
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn sha256_bytes(b: &[u8]) -> String {
+/// The SHA256 (hex) of bytes in memory.
+pub(crate) fn sha256_bytes(b: &[u8]) -> String {
     hex(&Sha256::digest(b))
 }
 
@@ -257,6 +242,7 @@ pub fn write_oci(layer_tar: &Path, dest: &Path, meta: &ImageMeta) -> anyhow::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn rfc3339_known_dates() {

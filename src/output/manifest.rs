@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 use std::path::Path;
 
-use super::container::{rfc3339, sha256_of};
+use super::container::{rfc3339, sha256_bytes, sha256_of};
 use crate::lock::record;
 
 /// One installed package.
@@ -98,7 +98,7 @@ pub fn spdx_json(image: &str, distro: &str, packages: &[Package], created: u64) 
         .iter()
         .map(|p| format!("{} {} {}\n", p.name, p.version, p.architecture))
         .collect();
-    let digest = sha2_hex(namespace_seed.as_bytes());
+    let digest = sha256_bytes(namespace_seed.as_bytes());
     let mut pkgs = vec![json!({
         "name": image,
         "SPDXID": "SPDXRef-Image",
@@ -178,14 +178,6 @@ fn purl_escape(s: &str) -> String {
     s.replace('%', "%25")
         .replace(':', "%3A")
         .replace('+', "%2B")
-}
-
-fn sha2_hex(b: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
 }
 
 #[cfg(test)]

@@ -44,9 +44,7 @@ impl Need {
 }
 
 fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false)
+    dib::host::tools::on_path(tool)
 }
 
 fn reachable(host_port: &str) -> bool {
