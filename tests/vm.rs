@@ -1,15 +1,25 @@
-//! Bootable images, proven by booting them: `debian-minimal vm devuser
-//! growroot` built once for BIOS (block-device-mbr) and once for UEFI
-//! (block-device-efi), each then booted with scripts/boot-test in qemu (TCG
-//! unless KVM answers): the login prompt within LOGIN_TIMEOUT, a login as the
-//! development user on the serial console, root mounted from the filesystem
-//! that /etc/fstab names, and growroot filling a copy enlarged by 1 GiB.
+//! Bootable images, proven by booting them:
+//! - `debian-minimal vm devuser growroot` for amd64, once for BIOS
+//!   (block-device-mbr) and once for UEFI (block-device-efi);
+//! - the same for arm64, built on this host through qemu-user, where `vm`
+//!   picks block-device-efi and GRUB for arm64-efi, booted in
+//!   `qemu-system-aarch64 -M virt` with the AAVMF firmware;
+//! - `debian-minimal rpi3 devuser` for a Raspberry Pi 3, booted in
+//!   `qemu-system-aarch64 -M raspi3b` from its own firmware partition.
+//!
+//! Each boot goes through scripts/boot-test (TCG unless KVM answers): the
+//! login prompt within the timeout, a login as the development user on the
+//! serial console, root mounted from the filesystem that /etc/fstab names, and
+//! growroot filling a disk larger than the image. The arm64 images are also
+//! inspected without booting: partition table, FAT contents (mtools), the
+//! kernel, the ELF machine of /usr/bin/bash, fstab against blkid.
 //!
 //! Each image is built by the first test that needs it and shared by the
 //! others; builds never run at the same time. Measurements (build time, image
 //! size, time to login) are printed.
 
 mod common;
+mod inspect;
 
 use common::{Need, dib_create, run_ok, trial};
 use libtest_mimic::{Arguments, Failed};
@@ -18,30 +28,64 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
-/// The whole boot test, from qemu's start to the last command (TCG here
-/// reaches the login prompt in about 65 s; this leaves room for a busy host).
+/// The whole boot test, from qemu's start to the last command. TCG reaches
+/// an amd64 login prompt in about 65 s; emulated arm64 is several times
+/// slower. This leaves room for a busy host.
 const BOOT_TIMEOUT_S: u32 = 420;
+const ARM64_BOOT_TIMEOUT_S: u32 = 1200;
 const USER: &str = "devuser";
 const PASSWORD: &str = "dib-create-test";
 
 #[derive(Clone, Copy, PartialEq)]
-enum Firmware {
+enum Target {
     Bios,
     Uefi,
+    Arm64Uefi,
+    Rpi3,
 }
 
-impl Firmware {
+impl Target {
     fn name(self) -> &'static str {
         match self {
-            Firmware::Bios => "bios_mbr",
-            Firmware::Uefi => "uefi",
+            Target::Bios => "bios_mbr",
+            Target::Uefi => "uefi",
+            Target::Arm64Uefi => "arm64_uefi",
+            Target::Rpi3 => "rpi3",
         }
     }
-    fn layout(self) -> &'static str {
+    fn arch(self) -> &'static str {
         match self {
-            Firmware::Bios => "block-device-mbr",
-            Firmware::Uefi => "block-device-efi",
+            Target::Bios | Target::Uefi => "amd64",
+            Target::Arm64Uefi | Target::Rpi3 => "arm64",
         }
+    }
+    /// The elements after debian-minimal. arm64 `vm` chooses its layout.
+    fn elements(self) -> &'static [&'static str] {
+        match self {
+            Target::Bios => &["vm", "devuser", "growroot", "block-device-mbr"],
+            Target::Uefi => &["vm", "devuser", "growroot", "block-device-efi"],
+            Target::Arm64Uefi => &["vm", "devuser", "growroot"],
+            Target::Rpi3 => &["rpi3", "devuser"],
+        }
+    }
+    /// An SD card is written raw; virtual machines take qcow2.
+    fn format(self) -> &'static str {
+        if self == Target::Rpi3 { "raw" } else { "qcow2" }
+    }
+    fn boot_args(self) -> &'static [&'static str] {
+        match self {
+            Target::Bios => &[],
+            Target::Uefi => &["--uefi"],
+            Target::Arm64Uefi => &["--arch", "aarch64"],
+            Target::Rpi3 => &["--machine", "raspi3b"],
+        }
+    }
+    fn boot_timeout(self) -> u32 {
+        if self.arch() == "arm64" { ARM64_BOOT_TIMEOUT_S } else { BOOT_TIMEOUT_S }
+    }
+    /// The disk device inside the booted machine.
+    fn disk(self) -> &'static str {
+        if self == Target::Rpi3 { "/dev/mmcblk0" } else { "/dev/vda" }
     }
 }
 
@@ -58,23 +102,20 @@ fn workdir() -> &'static Path {
 
 static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
-/// The image for a firmware, built on first use; the error is shared too.
-fn image(fw: Firmware) -> Result<PathBuf, Failed> {
-    static BIOS: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    static UEFI: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let cell = match fw {
-        Firmware::Bios => &BIOS,
-        Firmware::Uefi => &UEFI,
-    };
-    cell.get_or_init(|| build(fw).map_err(|e| e.message().unwrap_or("build failed").to_string()))
+/// The image for a target, built on first use; the error is shared too.
+fn image(t: Target) -> Result<PathBuf, Failed> {
+    static CELLS: [OnceLock<Result<PathBuf, String>>; 4] =
+        [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    CELLS[t as usize]
+        .get_or_init(|| build(t).map_err(|e| e.message().unwrap_or("build failed").to_string()))
         .clone()
-        .map_err(|e| format!("building the {} image failed:\n{e}", fw.name()).into())
+        .map_err(|e| format!("building the {} image failed:\n{e}", t.name()).into())
 }
 
-fn build(fw: Firmware) -> Result<PathBuf, Failed> {
+fn build(t: Target) -> Result<PathBuf, Failed> {
     let _serial = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = workdir();
-    let out = dir.join(format!("debian-{}", fw.name()));
+    let out = dir.join(format!("debian-{}", t.name()));
     let started = Instant::now();
     let mut c = dib_create();
     c.env("DIB_RELEASE", "bookworm")
@@ -83,23 +124,34 @@ fn build(fw: Firmware) -> Result<PathBuf, Failed> {
         .env("DIB_IMAGE_CACHE", common::test_cache())
         .env("DIB_DEV_USER_PASSWORD", PASSWORD)
         .env("DIB_DEV_USER_PWDLESS_SUDO", "yes")
-        .env_remove("DIB_DEV_USER_USERNAME")
-        .args(["-t", "qcow2", "-o"])
+        .env_remove("DIB_DEV_USER_USERNAME");
+    if t.arch() == "arm64" {
+        // Both arm64 images bootstrap the same root (rpi3 needs the
+        // non-free-firmware component, so the vm build asks for it too):
+        // the second build unpacks the first one's cached bootstrap.
+        c.env("DIB_DEBIAN_COMPONENTS", "main,non-free-firmware")
+            .env("DIB_DEBOOTSTRAP_CACHE", "1")
+            .env("DIB_DEBIAN_USE_DEBOOTSTRAP_CACHE", "1");
+    }
+    c.args(["-a", t.arch(), "-t", t.format(), "-o"])
         .arg(&out)
-        .args(["debian-minimal", "vm", "devuser", "growroot", fw.layout()]);
+        .arg("debian-minimal")
+        .args(t.elements());
     run_ok(c)?;
-    let qcow2 = out.with_extension("qcow2");
-    let size = std::fs::metadata(&qcow2)?.len();
+    let img = out.with_extension(t.format());
+    let size = std::fs::metadata(&img)?.len();
     println!(
-        "built debian-minimal vm devuser growroot {} in {:.0} s: {} ({:.0} MiB qcow2, virtual {} MiB)",
-        fw.layout(),
+        "built {} debian-minimal {} in {:.0} s: {} ({:.0} MiB {}, virtual {} MiB)",
+        t.arch(),
+        t.elements().join(" "),
         started.elapsed().as_secs_f64(),
-        qcow2.display(),
+        img.display(),
         size as f64 / 1048576.0,
-        virtual_size(&qcow2)? >> 20
+        t.format(),
+        virtual_size(&img)? >> 20
     );
     common::assert_clean(dir)?;
-    Ok(qcow2)
+    Ok(img)
 }
 
 fn virtual_size(img: &Path) -> Result<u64, Failed> {
@@ -113,7 +165,7 @@ fn virtual_size(img: &Path) -> Result<u64, Failed> {
 
 /// Runs scripts/boot-test; returns its JSON result (commands and outputs).
 fn boot(
-    fw: Firmware,
+    t: Target,
     img: &Path,
     resize: Option<&str>,
     cmds: &[&str],
@@ -121,20 +173,20 @@ fn boot(
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/boot-test");
     let json = workdir().join(format!(
         "{}-{}.json",
-        fw.name(),
+        t.name(),
         if resize.is_some() { "resized" } else { "plain" }
     ));
     let mut c = Command::new(&script);
     c.arg(img)
-        .args(["--timeout", &BOOT_TIMEOUT_S.to_string()])
+        .args(["--timeout", &t.boot_timeout().to_string()])
         .args(["--login", &format!("{USER}:{PASSWORD}")])
         .arg("--json")
-        .arg(&json);
+        .arg(&json)
+        .args(t.boot_args());
     if let Ok(accel) = std::env::var("DIB_CREATE_BOOT_ACCEL") {
-        c.args(["--accel", &accel]);
-    }
-    if fw == Firmware::Uefi {
-        c.arg("--uefi");
+        if t.arch() == "amd64" {
+            c.args(["--accel", &accel]);
+        }
     }
     if let Some(r) = resize {
         c.args(["--resize", r]);
@@ -158,7 +210,7 @@ fn boot(
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
     println!(
         "{}: login prompt after {} s",
-        fw.name(),
+        t.name(),
         v["login_seconds"].as_f64().unwrap_or(f64::NAN)
     );
     Ok(v)
@@ -175,29 +227,66 @@ fn output_of<'a>(v: &'a serde_json::Value, cmd: &str) -> Result<&'a str, Failed>
 const FINDMNT: &str = "findmnt -n -o SOURCE,FSTYPE,LABEL,UUID /";
 const FSTAB: &str = "cat /etc/fstab";
 
+/// Commands for the login check, and the mount point of the FAT partition
+/// the target has, if any.
+fn login_commands(t: Target) -> (Vec<&'static str>, Option<&'static str>) {
+    let mut cmds = vec![FINDMNT, FSTAB, "findmnt -n -o OPTIONS /", "id -un"];
+    let fat = match t {
+        Target::Bios => None,
+        Target::Uefi | Target::Arm64Uefi => {
+            cmds.extend([ESP_TYPE, "ls /boot/efi/EFI/BOOT"]);
+            Some(ESP_TYPE)
+        }
+        Target::Rpi3 => {
+            cmds.extend([FIRMWARE_TYPE, "ls /boot/firmware"]);
+            Some(FIRMWARE_TYPE)
+        }
+    };
+    (cmds, fat)
+}
+
+const ESP_TYPE: &str = "findmnt -n -o FSTYPE /boot/efi";
+const FIRMWARE_TYPE: &str = "findmnt -n -o FSTYPE /boot/firmware";
+
 /// Boots the image, logs in as devuser and checks that / is the filesystem
 /// that fstab names (by label or UUID), mounted read-write.
-fn boots_and_logs_in(fw: Firmware) -> Result<(), Failed> {
-    let img = image(fw)?;
-    let esp = "findmnt -n -o FSTYPE /boot/efi";
-    let mut cmds = vec![FINDMNT, FSTAB, "findmnt -n -o OPTIONS /", "id -un"];
-    if fw == Firmware::Uefi {
-        cmds.extend([esp, "ls /boot/efi/EFI/BOOT"]);
+fn boots_and_logs_in(t: Target) -> Result<(), Failed> {
+    let img = image(t)?;
+    let (cmds, _) = login_commands(t);
+    let v = boot(t, &img, None, &cmds)?;
+    check_logged_in(t, &v)
+}
+
+fn check_logged_in(t: Target, v: &serde_json::Value) -> Result<(), Failed> {
+    if output_of(v, "id -un")?.trim() != USER {
+        return Err(format!("logged in as {:?}, not {USER}", output_of(v, "id -un")?).into());
     }
-    let v = boot(fw, &img, None, &cmds)?;
-    if output_of(&v, "id -un")?.trim() != USER {
-        return Err(format!("logged in as {:?}, not {USER}", output_of(&v, "id -un")?).into());
-    }
-    check_root_matches_fstab(output_of(&v, FINDMNT)?, output_of(&v, FSTAB)?)?;
-    let opts = output_of(&v, "findmnt -n -o OPTIONS /")?;
+    check_root_matches_fstab(output_of(v, FINDMNT)?, output_of(v, FSTAB)?)?;
+    let opts = output_of(v, "findmnt -n -o OPTIONS /")?;
     if !opts.split(',').any(|o| o.trim() == "rw") {
         return Err(format!("/ is not mounted read-write: {opts}").into());
     }
-    // The ESP, filled without mounting FAT on the build host, mounts here.
-    if fw == Firmware::Uefi && output_of(&v, esp)?.trim() != "vfat" {
-        return Err(format!("/boot/efi is not the vfat ESP: {:?}", output_of(&v, esp)?).into());
+    // The FAT partition, filled without mounting FAT on the build host,
+    // mounts here.
+    if let (_, Some(fat)) = login_commands(t) {
+        if output_of(v, fat)?.trim() != "vfat" {
+            return Err(format!("`{fat}` says {:?}, not vfat", output_of(v, fat)?).into());
+        }
     }
     Ok(())
+}
+
+/// Emulated arm64 is slow: one boot, of a copy enlarged by 1 GiB, checks
+/// both the login and growroot.
+fn boots_logs_in_and_grows(t: Target) -> Result<(), Failed> {
+    let img = image(t)?;
+    let before = virtual_size(&img)?;
+    let (mut cmds, _) = login_commands(t);
+    let grow = grow_commands(t);
+    cmds.extend(grow.iter().map(String::as_str));
+    let v = boot(t, &img, Some("+1G"), &cmds)?;
+    check_logged_in(t, &v)?;
+    check_grown(t, &v, before)
 }
 
 fn check_root_matches_fstab(findmnt: &str, fstab: &str) -> Result<(), Failed> {
@@ -229,31 +318,39 @@ fn check_root_matches_fstab(findmnt: &str, fstab: &str) -> Result<(), Failed> {
 
 /// Start and size (sectors) of the partition that holds /.
 const PART: &str = "p=$(basename $(readlink -f $(findmnt -n -o SOURCE /))); cat /sys/class/block/$p/start /sys/class/block/$p/size";
+const DF: &str = "df -B1 --output=size / | tail -n 1";
+
+fn grow_commands(t: Target) -> Vec<String> {
+    vec![
+        DF.to_string(),
+        format!("lsblk -b -n -d -o SIZE {}", t.disk()),
+        PART.to_string(),
+        format!("lsblk -o NAME,SIZE,TYPE,MOUNTPOINTS {}", t.disk()),
+        "sudo journalctl -b -u dib-growroot --no-pager -o cat".to_string(),
+    ]
+}
 
 /// Boots a copy enlarged by 1 GiB: growroot must have grown / beyond the
 /// original disk's whole size, on a partition that reaches the disk's end.
-fn growroot_fills_enlarged_disk(fw: Firmware) -> Result<(), Failed> {
-    let img = image(fw)?;
+fn growroot_fills_enlarged_disk(t: Target) -> Result<(), Failed> {
+    let img = image(t)?;
     let before = virtual_size(&img)?;
-    let df = "df -B1 --output=size / | tail -n 1";
-    let disk = "lsblk -b -n -d -o SIZE /dev/vda";
-    let v = boot(
-        fw,
-        &img,
-        Some("+1G"),
-        &[
-            df,
-            disk,
-            PART,
-            "lsblk -o NAME,SIZE,TYPE,MOUNTPOINTS /dev/vda",
-            "sudo journalctl -b -u dib-growroot --no-pager -o cat",
-        ],
-    )?;
-    let fs: u64 = output_of(&v, df)?.trim().parse()?;
-    let disk_size: u64 = output_of(&v, disk)?.trim().parse()?;
-    if disk_size != before + (1 << 30) {
+    let cmds = grow_commands(t);
+    let cmds: Vec<&str> = cmds.iter().map(String::as_str).collect();
+    let v = boot(t, &img, Some("+1G"), &cmds)?;
+    check_grown(t, &v, before)
+}
+
+fn check_grown(t: Target, v: &serde_json::Value, before: u64) -> Result<(), Failed> {
+    let fs: u64 = output_of(v, DF)?.trim().parse()?;
+    let disk_cmd = format!("lsblk -b -n -d -o SIZE {}", t.disk());
+    let disk_size: u64 = output_of(v, &disk_cmd)?.trim().parse()?;
+    // An SD card for qemu's raspi3b is further enlarged to a power of two.
+    let exact = t != Target::Rpi3;
+    if (exact && disk_size != before + (1 << 30)) || disk_size < before + (1 << 30) {
         return Err(format!(
-            "the disk is {disk_size} bytes, expected {}",
+            "the disk is {disk_size} bytes, expected {}{}",
+            if exact { "" } else { "at least " },
             before + (1 << 30)
         )
         .into());
@@ -267,7 +364,7 @@ fn growroot_fills_enlarged_disk(fw: Firmware) -> Result<(), Failed> {
     // growpart moved the end of the root partition to the end of the disk
     // (a GPT keeps its 33-sector backup table there).
     let (start, sectors): (u64, u64) = {
-        let t = output_of(&v, PART)?;
+        let t = output_of(v, PART)?;
         let mut it = t.split_whitespace().map(str::parse::<u64>);
         match (it.next(), it.next()) {
             (Some(Ok(a)), Some(Ok(b))) => (a, b),
@@ -283,7 +380,7 @@ fn growroot_fills_enlarged_disk(fw: Firmware) -> Result<(), Failed> {
     }
     println!(
         "{}: root grew to {} MiB on a {} MiB disk (was {} MiB)",
-        fw.name(),
+        t.name(),
         fs >> 20,
         disk_size >> 20,
         before >> 20
@@ -293,31 +390,61 @@ fn growroot_fills_enlarged_disk(fw: Firmware) -> Result<(), Failed> {
 
 fn main() {
     let args = Arguments::from_args();
-    let mut needs = vec![
+    let base = vec![
         Need::Root,
         Need::LoopDevices,
         Need::Tool("mmdebstrap"),
         Need::Tool("mkfs.vfat"),
         Need::Tool("mcopy"),
         Need::Tool("qemu-img"),
-        Need::Tool("qemu-system-x86_64"),
         Need::Tool("python3"),
         Need::Network("deb.debian.org:80"),
     ];
-    let bios = needs.clone();
-    needs.push(Need::File("/usr/share/OVMF/OVMF_CODE_4M.fd"));
-    let uefi = needs;
+    let needs = |t: Target| -> Vec<Need> {
+        let mut n = base.clone();
+        match t {
+            Target::Bios => n.push(Need::Tool("qemu-system-x86_64")),
+            Target::Uefi => n.extend([
+                Need::Tool("qemu-system-x86_64"),
+                Need::File("/usr/share/OVMF/OVMF_CODE_4M.fd"),
+            ]),
+            Target::Arm64Uefi => n.extend([
+                Need::ForeignArch("arm64"),
+                Need::Tool("qemu-system-aarch64"),
+                Need::File("/usr/share/AAVMF/AAVMF_CODE.fd"),
+            ]),
+            Target::Rpi3 => n.extend([
+                Need::ForeignArch("arm64"),
+                Need::Tool("qemu-system-aarch64"),
+                Need::Tool("sfdisk"),
+                Need::Tool("debugfs"),
+            ]),
+        }
+        n
+    };
     let mut tests = Vec::new();
-    for (fw, needs) in [(Firmware::Bios, bios), (Firmware::Uefi, uefi)] {
+    for t in [Target::Bios, Target::Uefi] {
         tests.push(trial(
-            &format!("{}_boots_and_logs_in", fw.name()),
-            &needs,
-            move || boots_and_logs_in(fw),
+            &format!("{}_boots_and_logs_in", t.name()),
+            &needs(t),
+            move || boots_and_logs_in(t),
         ));
         tests.push(trial(
-            &format!("{}_growroot_fills_enlarged_disk", fw.name()),
-            &needs,
-            move || growroot_fills_enlarged_disk(fw),
+            &format!("{}_growroot_fills_enlarged_disk", t.name()),
+            &needs(t),
+            move || growroot_fills_enlarged_disk(t),
+        ));
+    }
+    for t in [Target::Arm64Uefi, Target::Rpi3] {
+        tests.push(trial(
+            &format!("{}_image_inspected", t.name()),
+            &needs(t),
+            move || inspect::image(t, &image(t)?, &workdir().join(format!("{}-inspect", t.name()))),
+        ));
+        tests.push(trial(
+            &format!("{}_boots_logs_in_and_grows", t.name()),
+            &needs(t),
+            move || boots_logs_in_and_grows(t),
         ));
     }
     let conclusion = libtest_mimic::run(&args, tests);

@@ -258,17 +258,49 @@ fn write_tables(
     Ok(extents)
 }
 
-/// The environment DIB gives hooks once the disk exists.
-pub fn block_device_env(disk: &Disk) -> Vec<(&'static str, String)> {
+/// The environment DIB gives hooks once the disk exists, plus
+/// `DIB_ROOT_PARTUUID` (ours): firmware that boots a kernel directly, such as
+/// the Raspberry Pi's, can only name the root by partition UUID, because
+/// nothing reads a filesystem label before the kernel runs.
+pub fn block_device_env(graph: &Graph, disk: &Disk) -> anyhow::Result<Vec<(&'static str, String)>> {
     let all: Vec<String> = disk
         .devices
         .iter()
         .map(|(k, v)| format!("[{k}]={}", v.display()))
         .collect();
-    vec![
+    let mut env = vec![
         ("IMAGE_BLOCK_DEVICE", disk.loop_dev.display().to_string()),
         ("IMAGE_BLOCK_DEVICES", format!(" {} ", all.join(" "))),
-    ]
+    ];
+    if let Some(partuuid) = root_partuuid(graph, disk)? {
+        env.push(("DIB_ROOT_PARTUUID", partuuid));
+    }
+    Ok(env)
+}
+
+/// The partition UUID of the partition that holds the root filesystem, as
+/// the kernel's `root=PARTUUID=` wants it; None when root is not directly on
+/// a partition (a whole disk, LVM).
+fn root_partuuid(graph: &Graph, disk: &Disk) -> anyhow::Result<Option<String>> {
+    let Some((fs_node, _)) = graph.root_filesystem() else {
+        return Ok(None);
+    };
+    let Some(base) = graph.node(fs_node).and_then(|n| n.bases.first()) else {
+        return Ok(None);
+    };
+    let is_partition = graph
+        .tables()
+        .iter()
+        .any(|t| graph.partitions_of(t).iter().any(|(name, _)| name == base));
+    let Some(dev) = disk.devices.get(base).filter(|_| is_partition) else {
+        return Ok(None);
+    };
+    let out = Cmd::new("reading the root partition's UUID", "blkid")
+        .args(["-p", "-o", "value", "-s", "PART_ENTRY_UUID"])
+        .arg(dev)
+        .read()?;
+    let uuid = out.trim();
+    Ok((!uuid.is_empty()).then(|| uuid.to_string()))
 }
 
 /// Variables DIB derives from the config before the first phase.

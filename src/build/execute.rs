@@ -224,7 +224,7 @@ impl Build<'_, '_> {
         refuse_legacy_block_device(&self.runner.block_device_output)?;
         let size = disk::image_size(graph, self.cli, &self.dirs.target)?;
         let d = disk::create(graph, size, &self.dirs.build, self.journal, seed())?;
-        for (k, v) in disk::block_device_env(&d) {
+        for (k, v) in disk::block_device_env(graph, &d)? {
             self.runner.set_env(k, v);
         }
         disk::write_fstab(graph, &d, &self.dirs.target)?;
