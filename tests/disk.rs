@@ -65,6 +65,11 @@ fn main() {
             ],
             other_filesystems,
         ),
+        trial(
+            "mbr_logical_partitions_are_filled_and_mounted_by_number",
+            &fast,
+            logical_partitions,
+        ),
     ];
     for layout in ["mbr", "gpt", "efi"] {
         tests.push(trial(
@@ -517,6 +522,84 @@ fn other_filesystems() -> Result<(), Failed> {
     );
     if read_ext_file(&raw, start, size, "/srv/data")?.is_some() {
         return Err("/srv/data landed in the root filesystem, not in xfs".into());
+    }
+    s.assert_nothing_left(&[])
+}
+
+/// DIB's MBR partitions are logical unless flagged primary; logical ones are
+/// numbered from 5, after the extended partition.
+const LOGICAL: &str = "
+- local_loop:
+    name: image0
+    size: 512MiB
+- partitioning:
+    base: image0
+    label: mbr
+    partitions:
+      - name: root
+        flags: [primary]
+        size: 256MiB
+        mkfs:
+          type: ext4
+          mount:
+            mount_point: /
+            fstab: {options: defaults, fsck-passno: 1}
+      - name: data
+        size: 100%
+        mkfs:
+          type: ext4
+          label: data
+          mount:
+            mount_point: /srv
+            fstab: {options: defaults, fsck-passno: 2}
+";
+
+fn logical_partitions() -> Result<(), Failed> {
+    let s = Scratch::new("dib-create-disk-");
+    s.element(
+        "data",
+        "post-root.d",
+        "mkdir -p \"$TARGET_ROOT/srv\"; echo on-logical > \"$TARGET_ROOT/srv/data\"",
+    );
+    let out = s.path().join("logical");
+    let mut c = s.command();
+    c.env("DIB_BLOCK_DEVICE_CONFIG", LOGICAL)
+        .args(["-n", "-t", "raw", "-o"])
+        .arg(&out)
+        .args(["fake-os", "data"]);
+    run_ok(c)?;
+    let raw = out.with_extension("raw");
+    let dump = run_ok(cmd("sfdisk", &["-J", raw.to_str().unwrap()]))?;
+    let table: serde_json::Value = serde_json::from_str(&dump)?;
+    let parts = table["partitiontable"]["partitions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let names: Vec<String> = parts
+        .iter()
+        .map(|p| {
+            p["node"]
+                .as_str()
+                .unwrap_or("")
+                .rsplit(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    if names != ["1", "2", "5"] {
+        return Err(
+            format!("expected partitions 1, 2 (extended) and 5, got {names:?}:\n{dump}").into(),
+        );
+    }
+    let data = &parts[2];
+    let (start, size) = (
+        data["start"].as_u64().unwrap_or(0) * 512,
+        data["size"].as_u64().unwrap_or(0) * 512,
+    );
+    match read_ext_file(&raw, start, size, "/data")? {
+        Some(t) if t.trim() == "on-logical" => {}
+        other => return Err(format!("/srv/data on the logical partition: {other:?}").into()),
     }
     s.assert_nothing_left(&[])
 }

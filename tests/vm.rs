@@ -81,11 +81,19 @@ impl Target {
         }
     }
     fn boot_timeout(self) -> u32 {
-        if self.arch() == "arm64" { ARM64_BOOT_TIMEOUT_S } else { BOOT_TIMEOUT_S }
+        if self.arch() == "arm64" {
+            ARM64_BOOT_TIMEOUT_S
+        } else {
+            BOOT_TIMEOUT_S
+        }
     }
     /// The disk device inside the booted machine.
     fn disk(self) -> &'static str {
-        if self == Target::Rpi3 { "/dev/mmcblk0" } else { "/dev/vda" }
+        if self == Target::Rpi3 {
+            "/dev/mmcblk0"
+        } else {
+            "/dev/vda"
+        }
     }
 }
 
@@ -104,8 +112,12 @@ static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
 /// The image for a target, built on first use; the error is shared too.
 fn image(t: Target) -> Result<PathBuf, Failed> {
-    static CELLS: [OnceLock<Result<PathBuf, String>>; 4] =
-        [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    static CELLS: [OnceLock<Result<PathBuf, String>>; 4] = [
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+    ];
     CELLS[t as usize]
         .get_or_init(|| build(t).map_err(|e| e.message().unwrap_or("build failed").to_string()))
         .clone()
@@ -439,7 +451,13 @@ fn main() {
         tests.push(trial(
             &format!("{}_image_inspected", t.name()),
             &needs(t),
-            move || inspect::image(t, &image(t)?, &workdir().join(format!("{}-inspect", t.name()))),
+            move || {
+                inspect::image(
+                    t,
+                    &image(t)?,
+                    &workdir().join(format!("{}-inspect", t.name())),
+                )
+            },
         ));
         tests.push(trial(
             &format!("{}_boots_logs_in_and_grows", t.name()),

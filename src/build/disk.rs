@@ -204,13 +204,18 @@ pub fn create(
     if !extents.is_empty() {
         let nodes = loopdev::add_partitions(&loop_dev)?;
         for e in &extents {
-            let node = nodes.get(e.number as usize - 1).with_context(|| {
-                format!(
-                    "partition {} of {} did not appear",
-                    e.number,
-                    loop_dev.display()
-                )
-            })?;
+            // By number, not position: logical MBR partitions start at 5.
+            let suffix = format!("p{}", e.number);
+            let node = nodes
+                .iter()
+                .find(|n| n.to_string_lossy().ends_with(&suffix))
+                .with_context(|| {
+                    format!(
+                        "partition {} of {} did not appear",
+                        e.number,
+                        loop_dev.display()
+                    )
+                })?;
             devices.insert(e.name.clone(), node.clone());
         }
     }

@@ -24,7 +24,8 @@ struct Part {
 pub fn image(t: Target, img: &Path, dir: &Path) -> Result<(), Failed> {
     std::fs::create_dir_all(dir)?;
     let raw = as_raw(img, dir)?;
-    let table: serde_json::Value = serde_json::from_str(&run_ok(cmd("sfdisk", &["--json"], &raw))?)?;
+    let table: serde_json::Value =
+        serde_json::from_str(&run_ok(cmd("sfdisk", &["--json"], &raw))?)?;
     let table = &table["partitiontable"];
     let parts = partitions(table)?;
     let root = parts
@@ -93,17 +94,34 @@ fn check_sd_card(
     }
     for p in parts {
         if p.offset % (4 * MIB) != 0 {
-            return Err(format!("partition {} starts at byte {}, not on a 4 MiB boundary", p.number, p.offset).into());
+            return Err(format!(
+                "partition {} starts at byte {}, not on a 4 MiB boundary",
+                p.number, p.offset
+            )
+            .into());
         }
     }
     let size = std::fs::metadata(img)?.len();
     if size % (4 * MIB) != 0 || size > 4 << 30 {
-        return Err(format!("the image is {size} bytes: not a whole number of 4 MiB, or over 4 GiB").into());
+        return Err(format!(
+            "the image is {size} bytes: not a whole number of 4 MiB, or over 4 GiB"
+        )
+        .into());
     }
     let listing = run_ok(mtools("mdir", &["-b", "::/"], raw, fw.offset))?;
     println!("firmware partition:\n{listing}");
-    for f in ["bootcode.bin", "start.elf", "fixup.dat", "config.txt", "cmdline.txt", "bcm2837-rpi-3-b.dtb"] {
-        if !listing.lines().any(|l| l.trim_start_matches("::/").eq_ignore_ascii_case(f)) {
+    for f in [
+        "bootcode.bin",
+        "start.elf",
+        "fixup.dat",
+        "config.txt",
+        "cmdline.txt",
+        "bcm2837-rpi-3-b.dtb",
+    ] {
+        if !listing
+            .lines()
+            .any(|l| l.trim_start_matches("::/").eq_ignore_ascii_case(f))
+        {
             return Err(format!("the firmware partition has no {f}").into());
         }
     }
@@ -118,12 +136,22 @@ fn check_sd_card(
         .ok_or("config.txt names no kernel")?;
     check_kernel_is_arm64(&fat_file(raw, fw.offset, kernel, dir)?)?;
     let cmdline = std::fs::read_to_string(fat_file(raw, fw.offset, "cmdline.txt", dir)?)?;
-    let disk_id = table["id"].as_str().ok_or("the MBR has no disk identifier")?;
+    let disk_id = table["id"]
+        .as_str()
+        .ok_or("the MBR has no disk identifier")?;
     let partuuid = format!("{}-{:02x}", disk_id.trim_start_matches("0x"), parts.len());
-    if !cmdline.split_whitespace().any(|w| w == format!("root=PARTUUID={partuuid}")) {
-        return Err(format!("cmdline.txt does not name root=PARTUUID={partuuid}: {cmdline}").into());
+    if !cmdline
+        .split_whitespace()
+        .any(|w| w == format!("root=PARTUUID={partuuid}"))
+    {
+        return Err(
+            format!("cmdline.txt does not name root=PARTUUID={partuuid}: {cmdline}").into(),
+        );
     }
-    println!("config.txt kernel={kernel}; cmdline.txt: {}", cmdline.trim());
+    println!(
+        "config.txt kernel={kernel}; cmdline.txt: {}",
+        cmdline.trim()
+    );
     Ok(())
 }
 
@@ -151,7 +179,12 @@ fn check_kernel_is_arm64(kernel: &Path) -> Result<(), Failed> {
 
 /// GPT with an EFI system partition that holds GRUB at the removable-media
 /// path arm64 firmware boots.
-fn check_esp(table: &serde_json::Value, parts: &[Part], raw: &Path, dir: &Path) -> Result<(), Failed> {
+fn check_esp(
+    table: &serde_json::Value,
+    parts: &[Part],
+    raw: &Path,
+    dir: &Path,
+) -> Result<(), Failed> {
     if table["label"] != "gpt" {
         return Err(format!("an arm64 UEFI disk should be GPT, not {}", table["label"]).into());
     }
@@ -171,7 +204,11 @@ fn check_esp(table: &serde_json::Value, parts: &[Part], raw: &Path, dir: &Path) 
 fn check_bash_is_aarch64(raw: &Path, root: &Part, dir: &Path) -> Result<(), Failed> {
     let bash = dir.join("bash");
     let _ = std::fs::remove_file(&bash);
-    run_ok(debugfs(raw, root, &format!("dump /usr/bin/bash {}", bash.display())))?;
+    run_ok(debugfs(
+        raw,
+        root,
+        &format!("dump /usr/bin/bash {}", bash.display()),
+    ))?;
     let what = run_ok(cmd("file", &["-b"], &bash))?;
     if !what.contains("aarch64") {
         return Err(format!("/usr/bin/bash is not an aarch64 program: {what}").into());
@@ -187,22 +224,28 @@ fn check_fstab_matches_disk(raw: &Path, root: &Part, parts: &[Part]) -> Result<(
         .iter()
         .map(|p| {
             let mut c = Command::new("blkid");
-            c.args(["-p", "-o", "export", "-O", &p.offset.to_string()]).arg(raw);
+            c.args(["-p", "-o", "export", "-O", &p.offset.to_string()])
+                .arg(raw);
             run_ok(c).unwrap_or_default()
         })
         .collect();
     let mut checked = 0;
     for line in fstab.lines().filter(|l| !l.trim_start().starts_with('#')) {
         let f: Vec<&str> = line.split_whitespace().collect();
-        let [spec, mount_point, fstype, ..] = f[..] else { continue };
-        let Some((key, value)) = spec.split_once('=') else { continue };
+        let [spec, mount_point, fstype, ..] = f[..] else {
+            continue;
+        };
+        let Some((key, value)) = spec.split_once('=') else {
+            continue;
+        };
         let want = format!("{key}={value}\n");
-        let hit = found
-            .iter()
-            .find(|b| b.contains(&want))
-            .ok_or_else(|| format!("fstab names {spec} for {mount_point}, but no filesystem on the disk has it"))?;
+        let hit = found.iter().find(|b| b.contains(&want)).ok_or_else(|| {
+            format!("fstab names {spec} for {mount_point}, but no filesystem on the disk has it")
+        })?;
         if !hit.contains(&format!("TYPE={fstype}\n")) {
-            return Err(format!("fstab says {mount_point} is {fstype}, but blkid finds:\n{hit}").into());
+            return Err(
+                format!("fstab says {mount_point} is {fstype}, but blkid finds:\n{hit}").into(),
+            );
         }
         checked += 1;
     }
