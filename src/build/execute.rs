@@ -233,6 +233,8 @@ impl Build<'_, '_> {
 
     /// pre-finalise.d, finalise.d (chroot) and cleanup.d on the final tree.
     fn finalise_phases(&mut self, root: &Path) -> anyhow::Result<()> {
+        // Now that no package changes any more: the initramfs is built here.
+        crate::rootfs::native::prepare(root, &self.dirs.hooks, &self.plan.arch)?;
         let first = chroot::enter(self.journal, root, &self.dirs.hooks)?;
         self.runner.run_phase("pre-finalise.d")?;
         self.runner.run_phase("finalise.d")?;

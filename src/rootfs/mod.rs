@@ -3,3 +3,4 @@
 
 pub mod binfmt;
 pub mod chroot;
+pub mod native;
