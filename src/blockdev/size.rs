@@ -151,14 +151,43 @@ pub fn compute_image_size(tree_bytes: u64, opts: &SizeOptions, graph: &Graph) ->
         let journal = opts.journal_size_mib.unwrap_or(DEFAULT_JOURNAL_MIB);
         kib = kib.saturating_add(journal.saturating_mul(KIB));
     }
-    if let Some(esp) = graph.esp_partition() {
-        kib = kib.saturating_add(match esp.size {
-            SizeSpec::Bytes(b) => b.div_ceil(KIB),
-            SizeSpec::Percent(_) => ESP_PAD_MIB * KIB,
-        });
-    }
+    kib = kib.saturating_add(other_partitions_kib(graph));
+    // Whole alignment units, so the last partition can end on a boundary
+    // (an SD card layout aligns to 4 MiB); at least 64 KiB.
+    let unit_kib = graph
+        .tables()
+        .iter()
+        .map(|t| t.align.div_ceil(KIB))
+        .max()
+        .unwrap_or(64)
+        .max(64);
     // Saturating: absurd flags must give an absurd size, not a panic.
-    kib.div_ceil(64).saturating_mul(64 * KIB)
+    kib.div_ceil(unit_kib).saturating_mul(unit_kib * KIB)
+}
+
+/// Room for the partitions that do not hold the root filesystem: their fixed
+/// sizes (an ESP, a Raspberry Pi firmware partition, a BIOS boot partition),
+/// and a padded guess for an ESP sized in percent. The tree's measure only
+/// covers the root.
+fn other_partitions_kib(graph: &Graph) -> u64 {
+    let root_part = graph
+        .root_filesystem()
+        .and_then(|(fs, _)| graph.node(fs))
+        .and_then(|n| n.bases.first().cloned());
+    let mut kib = 0u64;
+    for table in graph.tables() {
+        for (name, part) in graph.partitions_of(table) {
+            if Some(name) == root_part.as_deref() {
+                continue;
+            }
+            kib = kib.saturating_add(match part.size {
+                SizeSpec::Bytes(b) => b.div_ceil(KIB),
+                SizeSpec::Percent(_) if part.part_type.is_esp() => ESP_PAD_MIB * KIB,
+                SizeSpec::Percent(_) => 0,
+            });
+        }
+    }
+    kib
 }
 
 /// The size before padding, in KiB.
