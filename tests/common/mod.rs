@@ -85,7 +85,10 @@ pub fn trial(
 /// The dib-create binary under test.
 pub fn dib_create() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_dib-create"));
-    c.env("DIB_CREATE_DATA_DIR", env!("CARGO_MANIFEST_DIR"));
+    c.env("DIB_CREATE_DATA_DIR", env!("CARGO_MANIFEST_DIR"))
+        // Tests of build behaviour really build; tests/phase_cache.rs turns
+        // the phase cache on for itself.
+        .env("DIB_CREATE_PHASE_CACHE", "0");
     c
 }
 
