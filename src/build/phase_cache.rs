@@ -154,6 +154,9 @@ pub struct PhaseCache {
     pub packages: Option<Vec<Package>>,
     /// For preparing the hooks tree again.
     plan: Plan,
+    /// The mirror root.d bootstraps from, checked while the tree has no
+    /// apt sources of its own yet (debootstrap's tree before its sources).
+    bootstrap_sources: Vec<crate::lock::record::Source>,
 }
 
 impl PhaseCache {
@@ -192,6 +195,7 @@ impl PhaseCache {
             mounted: false,
             packages: None,
             plan: plan.clone(),
+            bootstrap_sources: bootstrap_sources(plan),
         })
     }
 
@@ -588,7 +592,10 @@ impl PhaseCache {
                 ..Default::default()
             };
         }
-        let sources = crate::lock::record::sources(&self.target);
+        let mut sources = crate::lock::record::sources(&self.target);
+        if sources.is_empty() {
+            sources = self.bootstrap_sources.clone();
+        }
         let (indices, unknown) = self.checker.state(&sources, &self.arch);
         if !unknown.is_empty() {
             log::warn(&format!(
@@ -793,6 +800,20 @@ pub fn chroot_first(target: &Path) -> Entry {
 
 fn short(key: &str) -> &str {
     &key[..key.len().min(12)]
+}
+
+/// DIB_DISTRIBUTION_MIRROR and DIB_RELEASE, as environment.d resolved them.
+fn bootstrap_sources(plan: &Plan) -> Vec<crate::lock::record::Source> {
+    let env = &plan.resolved_env;
+    match (env.get("DIB_DISTRIBUTION_MIRROR"), env.get("DIB_RELEASE")) {
+        (Some(uri), Some(suite)) if !uri.is_empty() && !suite.is_empty() => {
+            vec![crate::lock::record::Source {
+                uri: uri.clone(),
+                suite: suite.clone(),
+            }]
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// `<image>.d`: where the manifests element copies its files (DIB's place).

@@ -337,7 +337,7 @@ impl Store {
                             .collect()
                     })
                     .unwrap_or_default();
-            entries.sort_by(|a, b| b.0.cmp(&a.0));
+            entries.sort_by_key(|e| std::cmp::Reverse(e.0));
             for (i, (_, p)) in entries.iter().enumerate() {
                 if old(p) || (sub == "out" && i >= keep_outputs) {
                     self.remove(p);
