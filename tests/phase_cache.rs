@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Need, Scratch, run_ok, trial};
+use common::{Need, Scratch, run_ok, sha256, trial};
 use libtest_mimic::{Arguments, Failed};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,16 +55,6 @@ fn build(s: &Scratch, name: &str, size: &str, cache: bool) -> Result<Run, Failed
         tar: out.with_extension("tar"),
         raw: out.with_extension("raw"),
     })
-}
-
-fn sha256(p: &Path) -> Result<String, Failed> {
-    let mut c = Command::new("sha256sum");
-    c.arg(p);
-    Ok(run_ok(c)?
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_string())
 }
 
 fn expect(log: &str, what: &str) -> Result<(), Failed> {

@@ -114,6 +114,17 @@ pub fn run_ok(mut c: Command) -> Result<String, Failed> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The SHA256 (hex) of a file, by sha256sum.
+pub fn sha256(p: &Path) -> Result<String, Failed> {
+    let mut c = Command::new("sha256sum");
+    c.arg(p);
+    Ok(run_ok(c)?
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string())
+}
+
 /// The last `n` lines of `s`.
 pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
