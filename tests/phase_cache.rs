@@ -61,14 +61,22 @@ fn expect(log: &str, what: &str) -> Result<(), Failed> {
     if log.contains(what) {
         return Ok(());
     }
-    Err(format!("expected {what:?} in the build log:\n{}", common::tail(log, 40)).into())
+    Err(format!(
+        "expected {what:?} in the build log:\n{}",
+        common::tail(log, 40)
+    )
+    .into())
 }
 
 fn refuse(log: &str, what: &str) -> Result<(), Failed> {
     if !log.contains(what) {
         return Ok(());
     }
-    Err(format!("did not expect {what:?} in the build log:\n{}", common::tail(log, 40)).into())
+    Err(format!(
+        "did not expect {what:?} in the build log:\n{}",
+        common::tail(log, 40)
+    )
+    .into())
 }
 
 fn same(a: &Path, b: &Path) -> Result<(), Failed> {
@@ -105,13 +113,19 @@ fn restores_and_matches() -> Result<(), Failed> {
     // gives the same bytes as without it (the layered tree is invisible).
     let first = build(&s, "img", "0.2", true)?;
     expect(&first.log, "phase cache: no snapshot to restore")?;
-    expect(&first.log, "phase cache: sealed the tree after install.d/50-hook")?;
+    expect(
+        &first.log,
+        "phase cache: sealed the tree after install.d/50-hook",
+    )?;
     same(&first.tar, &plain.tar)?;
     same(&first.raw, &plain.raw)?;
 
     // Nothing changed: the outputs are emitted again, nothing runs.
     let again = build(&s, "img", "0.2", true)?;
-    expect(&again.log, "phase cache: reused the outputs of an identical earlier build")?;
+    expect(
+        &again.log,
+        "phase cache: reused the outputs of an identical earlier build",
+    )?;
     refuse(&again.log, "running root.d")?;
     same(&again.tar, &plain.tar)?;
     same(&again.raw, &plain.raw)?;

@@ -161,8 +161,8 @@ impl Build<'_, '_> {
         crate::hooks::tree::prepare(self.plan, &self.dirs.hooks)?;
         self.lock.before_root(self.runner, &self.dirs.build)?;
         let start = self.start_cache()?;
-        if let Start::Outputs(out) = &start {
-            let pending = self.cache.as_ref().expect("cached").load_outputs(out, self.plan)?;
+        if let (Start::Outputs(out), Some(c)) = (&start, &self.cache) {
+            let pending = c.load_outputs(out, self.plan)?;
             self.packages = out.packages.clone();
             return self.commit(pending, false);
         }

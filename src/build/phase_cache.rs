@@ -49,11 +49,22 @@ pub const ROOT_STEPS: &[&str] = &[
 ];
 
 /// Phases after the tree is done: their hooks are inputs of the outputs.
-const LATE_PHASES: &[&str] = &["block-device.d", "pre-finalise.d", "finalise.d", "cleanup.d"];
+const LATE_PHASES: &[&str] = &[
+    "block-device.d",
+    "pre-finalise.d",
+    "finalise.d",
+    "cleanup.d",
+];
 
 /// Host packages whose version can change the tree (bootstrap, foreign
 /// architectures) or the outputs (filesystem and image tools).
-const TREE_TOOLS: &[&str] = &["debootstrap", "mmdebstrap", "apt", "dpkg", "qemu-user-static"];
+const TREE_TOOLS: &[&str] = &[
+    "debootstrap",
+    "mmdebstrap",
+    "apt",
+    "dpkg",
+    "qemu-user-static",
+];
 const OUTPUT_TOOLS: &[&str] = &[
     "e2fsprogs",
     "qemu-utils",
@@ -88,7 +99,12 @@ impl Start {
         else {
             return Done::None;
         };
-        let idx = |s: &str| ROOT_STEPS.iter().position(|p| *p == s).unwrap_or(usize::MAX);
+        let idx = |s: &str| {
+            ROOT_STEPS
+                .iter()
+                .position(|p| *p == s)
+                .unwrap_or(usize::MAX)
+        };
         match idx(step).cmp(&idx(phase)) {
             std::cmp::Ordering::Less => Done::All,
             std::cmp::Ordering::Equal => Done::Some(*position),
@@ -266,14 +282,13 @@ impl PhaseCache {
         self.trail = chosen.as_ref().map_or_else(Vec::new, |m| m.trail.clone());
         self.last = chosen.clone();
         // With the tree complete, the outputs may be cached too.
-        let complete = chosen.as_ref().is_some_and(|m| m.key == final_key);
-        if complete {
+        let complete = chosen.as_ref().filter(|m| m.key == final_key);
+        if let Some(m) = complete {
             let okey = keys::output_key(
                 &final_key,
                 &output_components(plan, cli, graph, &self.hooks),
             );
             if let Some(out) = self.usable_outputs(&okey, plan) {
-                let m = chosen.as_ref().expect("complete");
                 self.store.touch_outputs(&okey);
                 self.store.touch_snapshots(&m.layers);
                 log::step(&format!(
@@ -284,6 +299,7 @@ impl PhaseCache {
                 return Ok(Start::Outputs(out));
             }
         }
+        let complete = complete.is_some();
         let Some(m) = chosen else {
             log::step(&format!(
                 "phase cache: no snapshot to restore; building from root.d ({})",
@@ -342,7 +358,10 @@ impl PhaseCache {
             return *ok;
         }
         let ok = match self.store.snapshot(key) {
-            Some(m) => match (&m.tree_digest, phase::tree_digest(&self.store.tree_dir(key))) {
+            Some(m) => match (
+                &m.tree_digest,
+                phase::tree_digest(&self.store.tree_dir(key)),
+            ) {
                 (Some(want), Ok(got)) if *want == got => true,
                 (want, got) => {
                     log::warn(&format!(
@@ -405,8 +424,7 @@ impl PhaseCache {
         let out = self.store.outputs(key)?;
         let kinds: Vec<&str> = plan.outputs.iter().map(|o| o.kind.as_str()).collect();
         let complete = kinds.iter().all(|k| {
-            out.files.iter().any(|f| f.kind == *k)
-                && self.store.out_dir(key).join(k).is_file()
+            out.files.iter().any(|f| f.kind == *k) && self.store.out_dir(key).join(k).is_file()
         });
         complete.then_some(out)
     }
@@ -418,7 +436,13 @@ impl PhaseCache {
             .iter()
             .filter(|m| m.components == self.components)
             .collect();
-        let common = |m: &SnapMeta| m.trail.iter().zip(trail).take_while(|(a, b)| a == b).count();
+        let common = |m: &SnapMeta| {
+            m.trail
+                .iter()
+                .zip(trail)
+                .take_while(|(a, b)| a == b)
+                .count()
+        };
         let reached = chosen.map_or(0, |c| c.trail.len());
         if let Some(best) = same_base
             .iter()
@@ -462,7 +486,11 @@ impl PhaseCache {
     /// Mounts the staging tree: the restored layers (if any) under a fresh
     /// upper directory. Fails when overlayfs cannot be used here.
     pub fn mount(&mut self, journal: &mut Journal) -> anyhow::Result<()> {
-        let layers = self.last.as_ref().map(|m| m.layers.clone()).unwrap_or_default();
+        let layers = self
+            .last
+            .as_ref()
+            .map(|m| m.layers.clone())
+            .unwrap_or_default();
         for d in ["upper", "work", "empty", "l"] {
             fs::create_dir_all(self.build.join(d))
                 .with_context(|| format!("creating {}", self.build.join(d).display()))?;
@@ -543,7 +571,11 @@ impl PhaseCache {
         let current = scan_hooks(&self.hooks)?;
         let diff = diff_hooks(&self.fresh, &current);
         store_hook_files(&self.hooks, &diff, &staged.join("hooks"))?;
-        let mut layers = self.last.as_ref().map(|m| m.layers.clone()).unwrap_or_default();
+        let mut layers = self
+            .last
+            .as_ref()
+            .map(|m| m.layers.clone())
+            .unwrap_or_default();
         let tree_digest = if has_tree {
             layers.push(self.key.clone());
             Some(phase::tree_digest(&staged.join("tree"))?)
@@ -685,11 +717,14 @@ impl PhaseCache {
         }
         let side = side_dir(plan);
         let side_dir = if side.is_dir() {
-            Cmd::new("keeping the image's side directory in the phase cache", "cp")
-                .args(["-a", "--reflink=auto"])
-                .arg(&side)
-                .arg(staged.join("side"))
-                .run()?;
+            Cmd::new(
+                "keeping the image's side directory in the phase cache",
+                "cp",
+            )
+            .args(["-a", "--reflink=auto"])
+            .arg(&side)
+            .arg(staged.join("side"))
+            .run()?;
             side.file_name().map(|n| n.to_string_lossy().into_owned())
         } else {
             None
@@ -1018,7 +1053,9 @@ fn store_hook_files(hooks: &Path, diff: &[HookChange], dest: &Path) -> anyhow::R
     for c in diff {
         if let HookChange::File { path, .. } = c {
             let to = dest.join(path);
-            fs::create_dir_all(to.parent().expect("below dest"))?;
+            if let Some(parent) = to.parent() {
+                fs::create_dir_all(parent)?;
+            }
             fs::copy(hooks.join(path), &to)
                 .with_context(|| format!("keeping hooks-tree file {path}"))?;
         }
@@ -1038,7 +1075,9 @@ fn apply_hook_changes(stored: &Path, diff: &[HookChange], hooks: &Path) -> anyho
             HookChange::File { path, mode, .. } => {
                 let p = hooks.join(path);
                 remove_any(&p)?;
-                fs::create_dir_all(p.parent().expect("below hooks"))?;
+                if let Some(parent) = p.parent() {
+                    fs::create_dir_all(parent)?;
+                }
                 fs::copy(stored.join(path), &p)
                     .with_context(|| format!("restoring hooks-tree file {path}"))?;
                 fs::set_permissions(&p, fs::Permissions::from_mode(*mode))?;
@@ -1046,7 +1085,9 @@ fn apply_hook_changes(stored: &Path, diff: &[HookChange], hooks: &Path) -> anyho
             HookChange::Link { path, target } => {
                 let p = hooks.join(path);
                 remove_any(&p)?;
-                fs::create_dir_all(p.parent().expect("below hooks"))?;
+                if let Some(parent) = p.parent() {
+                    fs::create_dir_all(parent)?;
+                }
                 std::os::unix::fs::symlink(target, &p)?;
             }
             HookChange::Removed { path } => remove_any(&hooks.join(path))?,

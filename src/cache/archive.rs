@@ -44,7 +44,8 @@ pub fn indices_digest(release: &str, arch: &str) -> String {
             continue;
         };
         let file = path.rsplit('/').next().unwrap_or(path);
-        let wanted_dir = path.contains(&arch_dir) || path.contains("binary-all/") || !path.contains('/');
+        let wanted_dir =
+            path.contains(&arch_dir) || path.contains("binary-all/") || !path.contains('/');
         if wanted_dir && file.starts_with("Packages") {
             lines.push(line.trim().to_string());
         }
@@ -138,7 +139,11 @@ mod tests {
         let resigned = RELEASE
             .replace("09:00:00", "15:00:00")
             .replace("xyz", "abc");
-        assert_eq!(indices_digest(&resigned, "amd64"), d, "date and signature ignored");
+        assert_eq!(
+            indices_digest(&resigned, "amd64"),
+            d,
+            "date and signature ignored"
+        );
         let other_arch = RELEASE.replace("3333", "9999");
         assert_eq!(indices_digest(&other_arch, "amd64"), d);
         let translations = RELEASE.replace("4444", "9999");

@@ -323,7 +323,10 @@ mod tests {
         assert_eq!(c1["hooks e/install.d"], "50-x");
         assert!(c1.contains_key("file e/install.d/lib.sh"), "{c1:?}");
         assert!(c1.contains_key("file e/environment.d/10-env"));
-        assert!(!c1.keys().any(|k| k.contains("README") || k.contains("tests")));
+        assert!(
+            !c1.keys()
+                .any(|k| k.contains("README") || k.contains("tests"))
+        );
 
         // A hook's content is not a base component...
         hook(&e, "install.d", "50-x", "two");
@@ -348,7 +351,10 @@ mod tests {
         let mut env = BTreeMap::from([
             ("DIB_RELEASE".to_string(), "bookworm".to_string()),
             ("TMP_MOUNT_PATH".to_string(), "/var/tmp/a/mnt".to_string()),
-            ("DIB_CREATE_LOCK_REPO".to_string(), "http://127.0.0.1:1".to_string()),
+            (
+                "DIB_CREATE_LOCK_REPO".to_string(),
+                "http://127.0.0.1:1".to_string(),
+            ),
         ]);
         let a = env_components(&env);
         env.insert("TMP_MOUNT_PATH".into(), "/var/tmp/b/mnt".into());

@@ -40,11 +40,23 @@ pub const FORMAT: u32 = 1;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum HookChange {
-    Dir { path: String, mode: u32 },
+    Dir {
+        path: String,
+        mode: u32,
+    },
     /// Content stored under the snapshot's `hooks/<path>`.
-    File { path: String, mode: u32, sha256: String },
-    Link { path: String, target: String },
-    Removed { path: String },
+    File {
+        path: String,
+        mode: u32,
+        sha256: String,
+    },
+    Link {
+        path: String,
+        target: String,
+    },
+    Removed {
+        path: String,
+    },
 }
 
 /// What the archive looked like when a snapshot was taken.
@@ -215,8 +227,12 @@ impl Store {
         if self.publish(staged, &dest)? {
             return Ok(meta.clone());
         }
-        self.snapshot(&meta.key)
-            .with_context(|| format!("reading the snapshot {} another build wrote", dest.display()))
+        self.snapshot(&meta.key).with_context(|| {
+            format!(
+                "reading the snapshot {} another build wrote",
+                dest.display()
+            )
+        })
     }
 
     /// Publishes outputs assembled in `staged`; keeps an existing entry.
