@@ -154,5 +154,33 @@ fn restores_and_matches() -> Result<(), Failed> {
     refuse(&restored.log, "running install.d")?;
     same(&restored.tar, &plain.tar)?;
 
+    // A damaged layer (here: a file of the pre-install.d layer grew) is
+    // noticed, removed, and the build falls back to an earlier snapshot.
+    let layer = damage_layer_holding(&s.path().join("cache"), "etc/pre")?;
+    let repaired = build(&s, "img", "0.3", true)?;
+    expect(&repaired.log, "is damaged")?;
+    expect(&repaired.log, "running pre-install.d")?;
+    same(&repaired.tar, &plain.tar)?;
+    // The rebuild sealed the same key again, from a fresh run.
+    let again = std::fs::read_to_string(layer.join("tree/etc/pre")).unwrap_or_default();
+    if again.contains("damage") {
+        return Err(format!("the damaged layer {} is still used", layer.display()).into());
+    }
+
     s.assert_nothing_left(&[])
+}
+
+/// Appends to `file` in the cached layer that holds it; returns the layer.
+fn damage_layer_holding(cache: &Path, file: &str) -> Result<PathBuf, Failed> {
+    let snaps = cache.join("phase-cache/snap");
+    for e in std::fs::read_dir(&snaps)?.filter_map(Result::ok) {
+        let f = e.path().join("tree").join(file);
+        if f.is_file() {
+            let mut text = std::fs::read_to_string(&f)?;
+            text.push_str("damage\n");
+            std::fs::write(&f, text)?;
+            return Ok(e.path());
+        }
+    }
+    Err(format!("no layer under {} holds {file}", snaps.display()).into())
 }
