@@ -186,12 +186,6 @@ impl PhaseCache {
                 .unwrap_or_else(|| "/root/.cache/image-create".into()),
         );
         let store = Store::open(&cache)?;
-        let num = |k: &str, d: u64| {
-            std::env::var(k)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(d)
-        };
         Ok(PhaseCache {
             store,
             build: dirs.build.clone(),
@@ -206,8 +200,8 @@ impl PhaseCache {
             fresh: HookTree::new(),
             applied: Vec::new(),
             checker: archive::Checker::new(cli.offline),
-            seal_after: Duration::from_secs(num("DIB_CREATE_PHASE_CACHE_HOOK_SECS", 2)),
-            max_unchecked_age: num("DIB_CREATE_PHASE_CACHE_MAX_AGE", 24 * 3600),
+            seal_after: Duration::from_secs(env_number("DIB_CREATE_PHASE_CACHE_HOOK_SECS", 2)),
+            max_unchecked_age: env_number("DIB_CREATE_PHASE_CACHE_MAX_AGE", 24 * 3600),
             output_key: None,
             mounted: false,
             packages: None,
@@ -786,16 +780,19 @@ impl PhaseCache {
     /// Ends the build's use of the cache; sweeps old entries when no other
     /// build uses it.
     pub fn close(self) {
+        let days = env_number("DIB_CREATE_PHASE_CACHE_KEEP_DAYS", 14);
+        let outputs = env_number("DIB_CREATE_PHASE_CACHE_KEEP_OUTPUTS", 2);
         self.store
-            .sweep(Duration::from_secs(14 * 24 * 3600), keep_outputs());
+            .sweep(Duration::from_secs(days * 24 * 3600), outputs as usize);
     }
 }
 
-fn keep_outputs() -> usize {
-    std::env::var("DIB_CREATE_PHASE_CACHE_KEEP_OUTPUTS")
+/// A number from the environment, or `default`.
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2)
+        .unwrap_or(default)
 }
 
 /// The observer that keys each hook and seals snapshots.
