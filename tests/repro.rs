@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{Need, Scratch, run_ok, trial};
+use common::{Need, Scratch, run_ok, sha256, trial};
 use libtest_mimic::{Arguments, Failed};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -68,16 +68,6 @@ fn build(
         .split(',')
         .map(|t| (t.to_string(), out.with_extension(ext(t))))
         .collect())
-}
-
-fn sha256(p: &Path) -> Result<String, Failed> {
-    let mut c = Command::new("sha256sum");
-    c.arg(p);
-    Ok(run_ok(c)?
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_string())
 }
 
 /// The types whose outputs differ between two builds.

@@ -8,10 +8,11 @@ use std::time::Instant;
 use super::UsageError;
 use super::builddir::{self, BuildDir};
 use super::disk;
+use super::phase_cache::{self, Done, PhaseCache, Sealer, Start};
 use crate::blockdev::Graph;
 use crate::blockdev::fill::Repro;
 use crate::cli::Cli;
-use crate::hooks::{BuildDirs, PhaseRunner};
+use crate::hooks::{BuildDirs, PhaseRunner, Place};
 use crate::host::{Journal, log};
 use crate::output::container::{self, ImageMeta};
 use crate::output::{self, Pending, convert, manifest, tarball};
@@ -47,7 +48,8 @@ pub fn execute(plan: &Plan, cli: &Cli) -> anyhow::Result<()> {
         hooks: dir.hooks(),
     };
     let mut runner = PhaseRunner::new(plan, dirs.clone());
-    let result = Build {
+    let cache = open_phase_cache(plan, cli, &dirs);
+    let mut build = Build {
         plan,
         cli,
         dirs: &dirs,
@@ -56,10 +58,18 @@ pub fn execute(plan: &Plan, cli: &Cli) -> anyhow::Result<()> {
         graph: graph.as_ref(),
         lock: &mut lock,
         packages: Vec::new(),
-    }
-    .run();
+        cache,
+        chroot_up: false,
+    };
+    let result = build.run();
+    let cache = build.cache.take();
+    drop(build);
     lock.close();
     let teardown = journal.close();
+    // After teardown: the sweep must not remove layers still mounted.
+    if let Some(c) = cache {
+        c.close();
+    }
     log::info(&runner.timing_table());
     let teardown_failed = teardown.is_err();
     let outcome = combine(result, teardown);
@@ -101,6 +111,21 @@ fn check_can_build(plan: &Plan, cli: &Cli) -> anyhow::Result<Option<Graph>> {
     Ok(graph)
 }
 
+/// The phase cache, unless it is turned off or cannot be opened (then the
+/// build runs every phase, as it would without it).
+fn open_phase_cache(plan: &Plan, cli: &Cli, dirs: &BuildDirs) -> Option<PhaseCache> {
+    if !phase_cache::wanted(cli) {
+        return None;
+    }
+    match PhaseCache::open(plan, cli, dirs) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            log::warn(&format!("phase cache: off: {e:#}"));
+            None
+        }
+    }
+}
+
 fn wants_disk(plan: &Plan) -> bool {
     plan.outputs
         .iter()
@@ -119,6 +144,10 @@ struct Build<'a, 'r> {
     lock: &'r mut crate::lock::Session,
     /// What the tree holds after post-install.d, for the manifest and SBOM.
     packages: Vec<manifest::Package>,
+    /// Snapshots of the tree between hooks, and the outputs of whole builds.
+    cache: Option<PhaseCache>,
+    /// Whether the chroot is set up on the tree (a seal takes it down and up).
+    chroot_up: bool,
 }
 
 impl Build<'_, '_> {
@@ -128,14 +157,23 @@ impl Build<'_, '_> {
                 self.runner.set_env(k, v);
             }
         }
-        self.root_phases().map_err(|e| self.lock.explain(e))?;
+        log::step("preparing the hooks tree");
+        crate::hooks::tree::prepare(self.plan, &self.dirs.hooks)?;
+        self.lock.before_root(self.runner, &self.dirs.build)?;
+        let start = self.start_cache()?;
+        if let (Start::Outputs(out), Some(c)) = (&start, &self.cache) {
+            let pending = c.load_outputs(out, self.plan)?;
+            self.packages = out.packages.clone();
+            return self.commit(pending, false);
+        }
+        self.root_phases(&start).map_err(|e| self.lock.explain(e))?;
         let Some(g) = self.graph else {
             log::info(
                 "phases block-device.d and the block-device step do not run: no disk output was asked for",
             );
             self.finalise_phases(&self.dirs.target.clone())?;
             let pending = self.tree_outputs(&self.dirs.target.clone())?;
-            return self.commit(pending);
+            return self.commit(pending, true);
         };
         let d = self.make_disk(g)?;
         let pending = match disk::finalise_on()? {
@@ -145,13 +183,50 @@ impl Build<'_, '_> {
         disk::detach(&d, self.journal)?;
         let mut pending = pending;
         pending.extend(write_disk_outputs(self.plan, self.cli, &d)?);
-        self.commit(pending)
+        self.commit(pending, true)
+    }
+
+    /// Where the build starts: walks the phase cache and mounts the
+    /// (restored) layered tree. Without the cache: from root.d.
+    fn start_cache(&mut self) -> anyhow::Result<Start> {
+        let Some(c) = self.cache.as_mut() else {
+            return Ok(Start::Cold);
+        };
+        let env = self.runner.base_env(Place::Outside);
+        let start = c.start(self.plan, self.cli, self.graph, &env)?;
+        if matches!(start, Start::Outputs(_)) {
+            return Ok(start);
+        }
+        if let Err(e) = c.mount(self.journal) {
+            log::warn(&format!(
+                "phase cache: off for this build, the layered tree cannot be used here: {e:#}"
+            ));
+            c.reset_hooks()?;
+            self.cache = None;
+            return Ok(Start::Cold);
+        }
+        if matches!(start, Start::Resume { .. }) {
+            self.lock.retarget(&self.dirs.target)?;
+        }
+        Ok(start)
     }
 
     /// Every output was finished under a temporary name; with the manifest
     /// and SBOM they are renamed into place together, only once all of them
-    /// succeeded.
-    fn commit(&self, mut pending: Vec<Pending>) -> anyhow::Result<()> {
+    /// succeeded. `keep`: store them in the phase cache first.
+    fn commit(&self, mut pending: Vec<Pending>, keep: bool) -> anyhow::Result<()> {
+        if keep && let Some(c) = &self.cache {
+            let kinds: Vec<(String, &Pending)> = pending
+                .iter()
+                .filter_map(|p| {
+                    let o = self.plan.outputs.iter().find(|o| o.path == p.final_path)?;
+                    Some((o.kind.clone(), p))
+                })
+                .collect();
+            if let Err(e) = c.store_outputs(self.plan, &kinds, &self.packages) {
+                log::warn(&format!("phase cache: could not keep the outputs: {e:#}"));
+            }
+        }
         pending.extend(write_manifests(self.plan, &self.packages, &pending)?);
         commit_outputs(pending, self.cli.checksum)
     }
@@ -193,29 +268,79 @@ impl Build<'_, '_> {
         write_tree_outputs(self.plan, self.cli, root, &self.dirs.build)
     }
 
-    /// root.d to post-root.d: the tree is built.
-    fn root_phases(&mut self) -> anyhow::Result<()> {
-        log::step("preparing the hooks tree");
-        crate::hooks::tree::prepare(self.plan, &self.dirs.hooks)?;
-        self.lock.before_root(self.runner, &self.dirs.build)?;
-        self.runner.run_phase("root.d")?;
+    /// root.d to post-root.d: the tree is built (or restored from the
+    /// phase cache up to `start`, then finished).
+    fn root_phases(&mut self, start: &Start) -> anyhow::Result<()> {
+        self.phase("root.d", start)?;
         check_root_exists(&self.dirs.target)?;
         self.lock.after_phase("root.d", &self.dirs.target)?;
-        self.runner.run_phase("extra-data.d")?;
+        self.phase("extra-data.d", start)?;
         let first = chroot::enter(self.journal, &self.dirs.target, &self.dirs.hooks)?;
+        self.chroot_up = true;
         for phase in ["pre-install.d", "install.d"] {
-            self.runner.run_phase(phase)?;
+            self.phase(phase, start)?;
             self.lock.after_phase(phase, &self.dirs.target)?;
         }
-        self.runner
-            .install_extra_packages(&self.cli.extra_packages())?;
+        self.extra_packages(start)?;
         self.lock.after_phase("extra", &self.dirs.target)?;
-        self.runner.run_phase("post-install.d")?;
+        self.phase("post-install.d", start)?;
         self.lock.after_phase("post-install.d", &self.dirs.target)?;
-        // Now, while the apt lists that carry each package's hash are there.
-        self.packages = manifest::capture(&self.dirs.target)?;
-        self.runner.run_phase("post-root.d")?;
+        self.packages = match start {
+            Start::Resume {
+                packages: Some(p), ..
+            } if start.done_in("post-install.d") == Done::All => p.clone(),
+            // Now, while the apt lists that carry each package's hash are there.
+            _ => manifest::capture(&self.dirs.target)?,
+        };
+        if let Some(c) = &mut self.cache {
+            // Snapshots from here on carry the package list.
+            c.packages = Some(self.packages.clone());
+        }
+        self.phase("post-root.d", start)?;
+        if let Some(c) = &mut self.cache {
+            c.finish_tree(self.journal, true, self.cli, self.graph)?;
+        }
+        self.chroot_up = false;
         self.journal.undo_until(&first)
+    }
+
+    /// Runs the hooks of `phase` the restored tree does not hold yet; with
+    /// the phase cache, each is keyed and the tree is sealed after slow
+    /// hooks and at the end of the phase.
+    fn phase(&mut self, phase: &str, start: &Start) -> anyhow::Result<()> {
+        let Some(c) = self.cache.as_mut() else {
+            return self.runner.run_phase(phase);
+        };
+        let skip = match start.done_in(phase) {
+            Done::All => return Ok(()),
+            Done::Some(n) => n,
+            Done::None => {
+                c.phase_started(phase);
+                0
+            }
+        };
+        let mut obs = Sealer {
+            cache: c,
+            journal: self.journal,
+            chroot_up: self.chroot_up,
+        };
+        self.runner.run_phase_from(phase, skip, &mut obs)
+    }
+
+    /// The `-p` packages, after install.d.
+    fn extra_packages(&mut self, start: &Start) -> anyhow::Result<()> {
+        let pkgs = self.cli.extra_packages();
+        if pkgs.is_empty() || start.done_in("extra") != Done::None {
+            return Ok(());
+        }
+        if let Some(c) = &mut self.cache {
+            c.extra_started(&pkgs);
+        }
+        self.runner.install_extra_packages(&pkgs)?;
+        if let Some(c) = &mut self.cache {
+            c.seal(self.journal, self.chroot_up, ("extra", 1, ""))?;
+        }
+        Ok(())
     }
 
     /// block-device.d, then the disk from the YAML config, then fstab.

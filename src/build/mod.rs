@@ -3,6 +3,7 @@
 pub mod builddir;
 pub mod disk;
 pub mod execute;
+pub mod phase_cache;
 
 use anyhow::Context;
 

@@ -14,6 +14,10 @@
 //! writer of that entry removes. An entry whose content does not match its
 //! name (disk corruption, a hand edit) is detected when used and fetched again.
 
+pub mod archive;
+pub mod keys;
+pub mod phase;
+
 use anyhow::Context;
 use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};

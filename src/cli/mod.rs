@@ -145,6 +145,10 @@ pub struct Cli {
     /// Keep the build directory (and its mounts undone) after a failure, for debugging.
     #[arg(long, help_heading = "Build")]
     pub keep_on_failure: bool,
+    /// Run every phase: do not restore snapshots from, or store them in, the
+    /// phase cache (also DIB_CREATE_PHASE_CACHE=0; see docs/phase-cache.md).
+    #[arg(long, help_heading = "Build")]
+    pub no_phase_cache: bool,
     /// Undo what a killed build left behind in its build directory, then exit.
     #[arg(
         long,

@@ -138,48 +138,63 @@ impl<'a> PhaseRunner<'a> {
 
     /// Runs every hook of `phase` (if it has any) and honours `break=`.
     pub fn run_phase(&mut self, phase: &str) -> anyhow::Result<()> {
-        let hooks = self.list_hooks(phase)?;
-        maybe_break(
-            &format!("before-{}", phase.trim_end_matches(".d")),
-            self.shell_cmd(phase),
-        );
+        self.run_phase_from(phase, 0, &mut NoObserver)
+    }
+
+    /// Runs the hooks of `phase` after the first `skip` (those ran before a
+    /// cached snapshot was taken), telling `obs` before and after each one.
+    pub fn run_phase_from(
+        &mut self,
+        phase: &str,
+        skip: usize,
+        obs: &mut dyn HookObserver,
+    ) -> anyhow::Result<()> {
+        let hooks = list_hooks(&self.dirs.hooks, phase);
+        if skip == 0 {
+            maybe_break(
+                &format!("before-{}", phase.trim_end_matches(".d")),
+                self.shell_cmd(phase),
+            );
+        }
         if hooks.is_empty() {
             log::info(&format!("phase {phase}: no hooks"));
             return Ok(());
         }
-        log::step(&format!("running {phase} ({} hooks)", hooks.len()));
+        if skip >= hooks.len() {
+            return Ok(());
+        }
+        match skip {
+            0 => log::step(&format!("running {phase} ({} hooks)", hooks.len())),
+            n => log::step(&format!(
+                "running {phase} from hook {} of {} ({})",
+                n + 1,
+                hooks.len(),
+                hooks[n]
+            )),
+        }
         let place = place_of(phase);
         let env = self.phase_env(place)?;
-        for hook in &hooks {
+        for (i, hook) in hooks.iter().enumerate().skip(skip) {
+            let file = self.dirs.hooks.join(phase).join(hook);
+            obs.before(phase, hook, &file)?;
+            let started = std::time::Instant::now();
             if let Err(e) = self.run_hook(phase, place, hook, &env) {
                 maybe_break("after-error", self.shell_cmd(phase));
                 return Err(e);
             }
+            obs.after(&HookDone {
+                phase,
+                name: hook,
+                position: i + 1,
+                count: hooks.len(),
+                elapsed: started.elapsed(),
+            })?;
         }
         maybe_break(
             &format!("after-{}", phase.trim_end_matches(".d")),
             self.shell_cmd(phase),
         );
         Ok(())
-    }
-
-    /// The hooks of `phase`, listed from the merged tree when the phase
-    /// starts: earlier phases may add some (install-types links its chosen
-    /// install.d hooks in during extra-data.d). DIB's name filter and
-    /// `sort -n` order; a symlink to an executable file counts.
-    fn list_hooks(&self, phase: &str) -> anyhow::Result<Vec<String>> {
-        let dir = self.dirs.hooks.join(phase);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Ok(Vec::new());
-        };
-        let mut names: Vec<String> = entries
-            .filter_map(Result::ok)
-            .filter(|e| element_hooks::is_executable_file(&e.path()))
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| element_hooks::is_hook_name(n))
-            .collect();
-        names.sort_by(|a, b| element_hooks::sort_n_cmp(a, b));
-        Ok(names)
     }
 
     /// Sources environment.d once for a phase, where the phase runs.
@@ -308,6 +323,53 @@ impl<'a> PhaseRunner<'a> {
     /// The timing table, printed at the end of a build.
     pub fn timing_table(&self) -> String {
         render_timings(&self.timings)
+    }
+}
+
+/// The hooks of `phase`, listed from the merged tree `hooks` when the phase
+/// starts: earlier phases may add some (install-types links its chosen
+/// install.d hooks in during extra-data.d). DIB's name filter and `sort -n`
+/// order; a symlink to an executable file counts.
+pub fn list_hooks(hooks: &Path, phase: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(hooks.join(phase)) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| element_hooks::is_executable_file(&e.path()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| element_hooks::is_hook_name(n))
+        .collect();
+    names.sort_by(|a, b| element_hooks::sort_n_cmp(a, b));
+    names
+}
+
+/// A hook that just finished.
+#[derive(Debug)]
+pub struct HookDone<'a> {
+    pub phase: &'a str,
+    pub name: &'a str,
+    /// How many hooks of the phase have now run (1-based position).
+    pub position: usize,
+    pub count: usize,
+    pub elapsed: Duration,
+}
+
+/// Told about every hook of a phase (the phase cache keys and seals here).
+pub trait HookObserver {
+    /// Before `name` runs; `file` is the hook in the hooks tree.
+    fn before(&mut self, phase: &str, name: &str, file: &Path) -> anyhow::Result<()>;
+    fn after(&mut self, done: &HookDone) -> anyhow::Result<()>;
+}
+
+struct NoObserver;
+
+impl HookObserver for NoObserver {
+    fn before(&mut self, _: &str, _: &str, _: &Path) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn after(&mut self, _: &HookDone) -> anyhow::Result<()> {
+        Ok(())
     }
 }
 

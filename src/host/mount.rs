@@ -13,6 +13,9 @@ pub enum Source<'a> {
     Fs { fstype: &'a str, data: &'a str },
     /// A bind mount of a host path.
     Bind(&'a Path),
+    /// An overlay filesystem; `data` holds lowerdir/upperdir/workdir. No
+    /// nosuid/nodev: it is a root tree (the phase cache's layered tree).
+    Overlay { data: &'a str },
     /// A block device with a filesystem type.
     Device {
         dev: &'a Path,
@@ -37,6 +40,13 @@ pub fn mount(src: &Source, target: &Path) -> anyhow::Result<()> {
             None::<&str>,
             MsFlags::MS_BIND,
             None::<&str>,
+        ),
+        Source::Overlay { data } => nix::mount::mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(*data),
         ),
         Source::Device { dev, fstype, data } => nix::mount::mount(
             Some(*dev),

@@ -150,6 +150,31 @@ impl Session {
         Ok(())
     }
 
+    /// After the phase cache restored a tree: its apt configuration names the
+    /// local repository of the build that made the snapshot (another port).
+    /// Points it at this build's; the line is the one
+    /// `dpkg/root.d/50-dpkg-build-settings` writes.
+    pub fn retarget(&self, target: &Path) -> anyhow::Result<()> {
+        let Mode::Locked {
+            lock,
+            server: Some(s),
+            ..
+        } = &self.mode
+        else {
+            return Ok(());
+        };
+        let f = target.join("etc/apt/dib-create-lock/sources.list");
+        if !f.exists() {
+            return Ok(());
+        }
+        let line = format!(
+            "deb [trusted=yes] {}/ {} main\n",
+            s.url(),
+            lock.header.release
+        );
+        std::fs::write(&f, line).with_context(|| format!("writing {}", f.display()))
+    }
+
     /// After each package phase (`root.d`, `pre-install.d`, `install.d`,
     /// `extra` for `-p`, `post-install.d`) with the tree at `target`.
     /// Recording snapshots dpkg; after post-install.d it writes the lockfile,

@@ -7,7 +7,7 @@
 //! the apt lists that carry each package's hash are still there (the dpkg
 //! element's cleanup removes them). A tree without dpkg gives an empty list.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::Path;
 
@@ -15,7 +15,7 @@ use super::container::{rfc3339, sha256_bytes, sha256_of};
 use crate::lock::record;
 
 /// One installed package.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Package {
     pub name: String,
     pub version: String,

@@ -85,7 +85,10 @@ pub fn trial(
 /// The dib-create binary under test.
 pub fn dib_create() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_dib-create"));
-    c.env("DIB_CREATE_DATA_DIR", env!("CARGO_MANIFEST_DIR"));
+    c.env("DIB_CREATE_DATA_DIR", env!("CARGO_MANIFEST_DIR"))
+        // Tests of build behaviour really build; tests/phase_cache.rs turns
+        // the phase cache on for itself.
+        .env("DIB_CREATE_PHASE_CACHE", "0");
     c
 }
 
@@ -109,6 +112,17 @@ pub fn run_ok(mut c: Command) -> Result<String, Failed> {
         .into());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The SHA256 (hex) of a file, by sha256sum.
+pub fn sha256(p: &Path) -> Result<String, Failed> {
+    let mut c = Command::new("sha256sum");
+    c.arg(p);
+    Ok(run_ok(c)?
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string())
 }
 
 /// The last `n` lines of `s`.

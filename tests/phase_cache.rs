@@ -1,0 +1,186 @@
+//! The phase cache with the tiny fake OS (no network, seconds per build):
+//! a cached build gives the same bytes as a build without the cache, an
+//! unchanged rebuild reuses the outputs, an edited install.d hook restarts
+//! at that hook, and a tree restored after the root phases gives the same
+//! outputs as a cold build.
+
+mod common;
+
+use common::{Need, Scratch, run_ok, sha256, trial};
+use libtest_mimic::{Arguments, Failed};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    let args = Arguments::from_args();
+    let needs = [
+        Need::Root,
+        Need::LoopDevices,
+        Need::Tool("mke2fs"),
+        Need::Tool("sfdisk"),
+    ];
+    let tests = vec![trial(
+        "restores_from_the_right_phase_and_gives_identical_outputs",
+        &needs,
+        restores_and_matches,
+    )];
+    libtest_mimic::run(&args, tests).exit();
+}
+
+struct Run {
+    log: String,
+    tar: PathBuf,
+    raw: PathBuf,
+}
+
+/// One build of fake-os + the test element into `name`, with or without
+/// the phase cache (stored under the scratch directory).
+fn build(s: &Scratch, name: &str, size: &str, cache: bool) -> Result<Run, Failed> {
+    let out = s.path().join(name);
+    let types = "tar,raw";
+    let mut c = s.command();
+    c.env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("DIB_IMAGE_CACHE", s.path().join("cache"))
+        .env("DIB_CREATE_PHASE_CACHE", if cache { "1" } else { "0" })
+        .args(["-n", "--image-size", size, "-t", types, "-o"])
+        .arg(&out)
+        .args(["fake-os", "block-device-mbr", "pc-test"]);
+    let o = c.output().map_err(|e| format!("running dib-create: {e}"))?;
+    let log = String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout);
+    if !o.status.success() {
+        return Err(format!("build {name} failed:\n{}", common::tail(&log, 60)).into());
+    }
+    Ok(Run {
+        log,
+        tar: out.with_extension("tar"),
+        raw: out.with_extension("raw"),
+    })
+}
+
+fn expect(log: &str, what: &str) -> Result<(), Failed> {
+    if log.contains(what) {
+        return Ok(());
+    }
+    Err(format!(
+        "expected {what:?} in the build log:\n{}",
+        common::tail(log, 40)
+    )
+    .into())
+}
+
+fn refuse(log: &str, what: &str) -> Result<(), Failed> {
+    if !log.contains(what) {
+        return Ok(());
+    }
+    Err(format!(
+        "did not expect {what:?} in the build log:\n{}",
+        common::tail(log, 40)
+    )
+    .into())
+}
+
+fn same(a: &Path, b: &Path) -> Result<(), Failed> {
+    let (x, y) = (sha256(a)?, sha256(b)?);
+    if x == y {
+        return Ok(());
+    }
+    Err(format!("{} and {} differ ({x} / {y})", a.display(), b.display()).into())
+}
+
+fn file_in_tar(tar: &Path, member: &str) -> Result<String, Failed> {
+    let mut c = Command::new("tar");
+    c.arg("-xOf").arg(tar).arg(member);
+    run_ok(c)
+}
+
+fn restores_and_matches() -> Result<(), Failed> {
+    let s = Scratch::new("dib-create-phase-cache-");
+    s.element("pc-test", "pre-install.d", "echo pre > /etc/pre");
+    let edit = |v: &str| {
+        s.element(
+            "pc-test",
+            "install.d",
+            &format!("echo {v} > /etc/marker\ncat /etc/pre >> /etc/marker"),
+        )
+    };
+    edit("v1");
+
+    // Without the cache: the reference bytes.
+    let plain = build(&s, "plain", "0.2", false)?;
+    expect(&plain.log, "phase cache: off (DIB_CREATE_PHASE_CACHE=0)")?;
+
+    // First build with the cache: runs everything, seals snapshots, and
+    // gives the same bytes as without it (the layered tree is invisible).
+    let first = build(&s, "img", "0.2", true)?;
+    expect(&first.log, "phase cache: no snapshot to restore")?;
+    expect(
+        &first.log,
+        "phase cache: sealed the tree after install.d/50-hook",
+    )?;
+    same(&first.tar, &plain.tar)?;
+    same(&first.raw, &plain.raw)?;
+
+    // Nothing changed: the outputs are emitted again, nothing runs.
+    let again = build(&s, "img", "0.2", true)?;
+    expect(
+        &again.log,
+        "phase cache: reused the outputs of an identical earlier build",
+    )?;
+    refuse(&again.log, "running root.d")?;
+    same(&again.tar, &plain.tar)?;
+    same(&again.raw, &plain.raw)?;
+    if !s.path().join("img.manifest.json").exists() {
+        return Err("a reused build must still write its manifest".into());
+    }
+
+    // One install.d hook edited: restart at that hook, not before.
+    edit("v2");
+    let edited = build(&s, "img", "0.2", true)?;
+    expect(&edited.log, "reused the tree after pre-install.d/50-hook")?;
+    expect(&edited.log, "because install.d/50-hook changed")?;
+    expect(&edited.log, "running install.d")?;
+    refuse(&edited.log, "running root.d")?;
+    refuse(&edited.log, "running pre-install.d")?;
+    let marker = file_in_tar(&edited.tar, "./etc/marker")?;
+    if marker != "v2\npre\n" {
+        return Err(format!("the edited hook's result is missing: {marker:?}").into());
+    }
+
+    // Back to v1 with another image size: the whole tree comes from the
+    // cache, only the outputs are made, and the tarball equals the cold build's.
+    edit("v1");
+    let restored = build(&s, "img", "0.25", true)?;
+    expect(&restored.log, "(all root phases)")?;
+    refuse(&restored.log, "running install.d")?;
+    same(&restored.tar, &plain.tar)?;
+
+    // A damaged layer (here: a file of the pre-install.d layer grew) is
+    // noticed, removed, and the build falls back to an earlier snapshot.
+    let layer = damage_layer_holding(&s.path().join("cache"), "etc/pre")?;
+    let repaired = build(&s, "img", "0.3", true)?;
+    expect(&repaired.log, "is damaged")?;
+    expect(&repaired.log, "running pre-install.d")?;
+    same(&repaired.tar, &plain.tar)?;
+    // The rebuild sealed the same key again, from a fresh run.
+    let again = std::fs::read_to_string(layer.join("tree/etc/pre")).unwrap_or_default();
+    if again.contains("damage") {
+        return Err(format!("the damaged layer {} is still used", layer.display()).into());
+    }
+
+    s.assert_nothing_left(&[])
+}
+
+/// Appends to `file` in the cached layer that holds it; returns the layer.
+fn damage_layer_holding(cache: &Path, file: &str) -> Result<PathBuf, Failed> {
+    let snaps = cache.join("phase-cache/snap");
+    for e in std::fs::read_dir(&snaps)?.filter_map(Result::ok) {
+        let f = e.path().join("tree").join(file);
+        if f.is_file() {
+            let mut text = std::fs::read_to_string(&f)?;
+            text.push_str("damage\n");
+            std::fs::write(&f, text)?;
+            return Ok(e.path());
+        }
+    }
+    Err(format!("no layer under {} holds {file}", snaps.display()).into())
+}
