@@ -195,10 +195,10 @@ fn boot(
         .arg("--json")
         .arg(&json)
         .args(t.boot_args());
-    if let Ok(accel) = std::env::var("DIB_CREATE_BOOT_ACCEL") {
-        if t.arch() == "amd64" {
-            c.args(["--accel", &accel]);
-        }
+    if let Ok(accel) = std::env::var("DIB_CREATE_BOOT_ACCEL")
+        && t.arch() == "amd64"
+    {
+        c.args(["--accel", &accel]);
     }
     if let Some(r) = resize {
         c.args(["--resize", r]);
@@ -280,10 +280,10 @@ fn check_logged_in(t: Target, v: &serde_json::Value) -> Result<(), Failed> {
     }
     // The FAT partition, filled without mounting FAT on the build host,
     // mounts here.
-    if let (_, Some(fat)) = login_commands(t) {
-        if output_of(v, fat)?.trim() != "vfat" {
-            return Err(format!("`{fat}` says {:?}, not vfat", output_of(v, fat)?).into());
-        }
+    if let (_, Some(fat)) = login_commands(t)
+        && output_of(v, fat)?.trim() != "vfat"
+    {
+        return Err(format!("`{fat}` says {:?}, not vfat", output_of(v, fat)?).into());
     }
     Ok(())
 }
