@@ -176,6 +176,8 @@ fn other_partitions_kib(graph: &Graph) -> u64 {
         .and_then(|n| n.bases.first().cloned());
     let mut kib = 0u64;
     for table in graph.tables() {
+        // The first partition starts one alignment unit in.
+        kib = kib.saturating_add(table.align.div_ceil(KIB));
         for (name, part) in graph.partitions_of(table) {
             if Some(name) == root_part.as_deref() {
                 continue;

@@ -798,16 +798,18 @@ fn image_size_like_dib() {
     let size = compute_image_size(1, &SizeOptions::default(), &g);
     assert_eq!(size % (64 * 1024), 0);
     assert_eq!(size, 64 * MIB + 64 * 1024);
-    // xfs root: no journal; the ESP and the BIOS boot partition are added.
+    // xfs root: no journal; the ESP, the BIOS boot partition and the 1 MiB
+    // before the first partition are added.
     let efi = shipped("efi-lvm");
     assert_eq!(
         compute_image_size(600 * MIB, &SizeOptions::default(), &efi),
-        (1000 + 550 + 8) * MIB
+        (1000 + 550 + 8 + 1) * MIB
     );
-    // The Pi's firmware partition is added, and the card ends on 4 MiB.
+    // The Pi's firmware partition and the 4 MiB before it are added, and
+    // the card ends on 4 MiB.
     let pi = shipped("rpi3");
     let size = compute_image_size(600 * MIB, &SizeOptions::default(), &pi);
-    assert_eq!(size, (1000 + 64 + 256) * MIB);
+    assert_eq!(size, (1000 + 64 + 256 + 4) * MIB);
     let size = compute_image_size(601 * MIB, &SizeOptions::default(), &pi);
     assert_eq!(size % (4 * MIB), 0);
     // An explicit local_loop size wins.
