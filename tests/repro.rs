@@ -4,9 +4,11 @@
 //! - The fake OS (a tree of the host's own tools, no package manager) must be
 //!   bit-identical in every format: tar, raw, qcow2, docker, oci. This fails
 //!   CI when it breaks.
-//! - debian-minimal is compared too. Where it is not identical yet, the test
-//!   prints which files differ as a KNOWN GAP (issue 7 stays open for them)
-//!   and does not fail.
+//! - debian-minimal (tar, raw, qcow2, the kernel's initrd included) must be
+//!   bit-identical too. An output type listed in `DEBIAN_KNOWN_GAPS` may still
+//!   differ: the test then prints the differing files as a KNOWN GAP (issue 7
+//!   stays open for it) and passes. Any other difference fails, with the same
+//!   listing.
 
 mod common;
 
@@ -17,6 +19,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const EPOCH: &str = "1700000000";
+
+/// debian-minimal outputs that may still differ between two builds. Causes
+/// fixed so far: the iSCSI initiator name and the host-probed fsck in the
+/// initrd, and access times and escaped names' ctimes in ext4. The tar (so
+/// every file and the initrd) is checked strictly. raw and qcow2 matched in
+/// three of four runs; one had identical trees, and the likely cause is
+/// the image size, which comes from the tree's disk usage before finalise
+/// (apt lists fetched from the mirror, package cache, logs).
+const DEBIAN_KNOWN_GAPS: &[&str] = &["raw", "qcow2"];
 
 fn main() {
     let args = Arguments::from_args();
@@ -113,11 +124,54 @@ fn debian_compared() -> Result<(), Failed> {
         println!("debian-minimal: tar, raw and qcow2 are bit-identical");
         return Ok(());
     }
-    println!("KNOWN GAP (issue 7): debian-minimal outputs differ: {diff:?}");
-    for f in differing_files(&a["tar"], &b["tar"])? {
-        println!("  differs: {f}");
+    let known = diff.iter().all(|t| DEBIAN_KNOWN_GAPS.contains(&t.as_str()));
+    let mut report = if known {
+        format!("KNOWN GAP (issue 7): debian-minimal outputs differ: {diff:?}\n")
+    } else {
+        format!("debian-minimal is not reproducible: {diff:?} differ\n")
+    };
+    if diff.iter().any(|t| t == "raw") {
+        // Different sizes: the image size (from the tree's disk usage before
+        // finalise, transient apt lists and caches included) differed.
+        let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        report.push_str(&format!(
+            "  raw sizes: {} and {} bytes\n",
+            len(&a["raw"]),
+            len(&b["raw"])
+        ));
     }
-    Ok(())
+    let files = differing_files(&a["tar"], &b["tar"])?;
+    for f in &files {
+        report.push_str(&format!("  differs: {f}\n"));
+    }
+    if files.is_empty() {
+        report.push_str(
+            "  the trees are identical: the filesystem metadata differs \
+             (times, ids); compare the raw images' partitions with debugfs\n",
+        );
+    } else {
+        report.push_str(&diffoscope(&a["tar"], &b["tar"]));
+    }
+    if known {
+        println!("{report}");
+        return Ok(());
+    }
+    Err(report.into())
+}
+
+/// diffoscope's report on two outputs (its tail), when it is installed.
+fn diffoscope(a: &Path, b: &Path) -> String {
+    if !dib::host::tools::on_path("diffoscope") {
+        return "  (install diffoscope for a full report)\n".into();
+    }
+    let mut c = Command::new("diffoscope");
+    c.args(["--text", "-", "--max-report-size", "2000000"])
+        .arg(a)
+        .arg(b);
+    match c.output() {
+        Ok(o) => common::tail(&String::from_utf8_lossy(&o.stdout), 200),
+        Err(e) => format!("  diffoscope did not run: {e}\n"),
+    }
 }
 
 /// Files whose content or metadata differ between two tarballs.
