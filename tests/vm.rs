@@ -125,6 +125,12 @@ fn image(t: Target) -> Result<PathBuf, Failed> {
 }
 
 fn build(t: Target) -> Result<PathBuf, Failed> {
+    // To iterate on the checks without rebuilding: an image built earlier.
+    let reuse = format!("DIB_CREATE_VM_TEST_IMAGE_{}", t.name().to_uppercase());
+    if let Some(img) = std::env::var_os(&reuse) {
+        println!("{reuse}: using {}", Path::new(&img).display());
+        return Ok(PathBuf::from(img));
+    }
     let _serial = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = workdir();
     let out = dir.join(format!("debian-{}", t.name()));

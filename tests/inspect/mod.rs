@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const ESP_GUID: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
-const LINUX_GUID: &str = "0FC63DAF-8483-4772-8E79-3D69E47DE4E4";
+const LINUX_GUID: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
 const MIB: u64 = 1 << 20;
 
 /// One partition as sfdisk reports it, with its byte offset.
