@@ -129,15 +129,31 @@ fn fake_os_all_formats() -> Result<(), Failed> {
     common::assert_clean(s.path())
 }
 
-/// Checks a raw disk with tools that are not ours: the partition table, each
-/// filesystem's fsck, and that fstab names filesystems that exist.
-fn check_disk(raw: &Path, parts: usize) -> Result<(), Failed> {
+/// sfdisk's JSON dump of a raw disk, its parsed table, and its partitions.
+fn partition_table(
+    raw: &Path,
+) -> Result<(String, serde_json::Value, Vec<serde_json::Value>), Failed> {
     let dump = run_ok(cmd("sfdisk", &["-J", raw.to_str().unwrap()]))?;
     let table: serde_json::Value = serde_json::from_str(&dump)?;
-    let partitions = table["partitiontable"]["partitions"]
+    let parts = table["partitiontable"]["partitions"]
         .as_array()
         .cloned()
         .unwrap_or_default();
+    Ok((dump, table, parts))
+}
+
+/// Byte offset and size of a partition of a 512-byte-sector disk.
+fn extent(p: &serde_json::Value) -> (u64, u64) {
+    (
+        p["start"].as_u64().unwrap_or(0) * 512,
+        p["size"].as_u64().unwrap_or(0) * 512,
+    )
+}
+
+/// Checks a raw disk with tools that are not ours: the partition table, each
+/// filesystem's fsck, and that fstab names filesystems that exist.
+fn check_disk(raw: &Path, parts: usize) -> Result<(), Failed> {
+    let (dump, table, partitions) = partition_table(raw)?;
     if partitions.len() != parts {
         return Err(format!("expected {parts} partitions, sfdisk says {dump}").into());
     }
@@ -421,11 +437,8 @@ fn finalise_modes() -> Result<(), Failed> {
             .args(["fake-os", "block-device-mbr", "where"]);
         run_ok(c)?;
         let raw = out.with_extension("raw");
-        let dump = run_ok(cmd("sfdisk", &["-J", raw.to_str().unwrap()]))?;
-        let table: serde_json::Value = serde_json::from_str(&dump)?;
-        let p = &table["partitiontable"]["partitions"][0];
-        let start = p["start"].as_u64().unwrap() * 512;
-        let size = p["size"].as_u64().unwrap() * 512;
+        let (_, _, parts) = partition_table(&raw)?;
+        let (start, size) = extent(parts.first().ok_or("the disk has no partition")?);
         let got = read_ext_file(&raw, start, size, "/etc/finalise-mode")?.unwrap_or_default();
         let got = got.trim();
         if got != mode {
@@ -498,28 +511,15 @@ fn other_filesystems() -> Result<(), Failed> {
     run_ok(c)?;
     let raw = out.with_extension("raw");
     check_disk(&raw, 4)?;
-    let fstab = {
-        let dump = run_ok(cmd("sfdisk", &["-J", raw.to_str().unwrap()]))?;
-        let table: serde_json::Value = serde_json::from_str(&dump)?;
-        let parts = table["partitiontable"]["partitions"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        read_fstab(&raw, &parts, 512)?
-    };
+    let (_, _, parts) = partition_table(&raw)?;
+    let fstab = read_fstab(&raw, &parts, 512)?;
     for want in [" /srv xfs ", " /home btrfs ", " none swap sw "] {
         if !fstab.contains(want) {
             return Err(format!("fstab lacks {want:?}:\n{fstab}").into());
         }
     }
     // The root filesystem must not hold what belongs to the others.
-    let dump = run_ok(cmd("sfdisk", &["-J", raw.to_str().unwrap()]))?;
-    let table: serde_json::Value = serde_json::from_str(&dump)?;
-    let root = &table["partitiontable"]["partitions"][0];
-    let (start, size) = (
-        root["start"].as_u64().unwrap() * 512,
-        root["size"].as_u64().unwrap() * 512,
-    );
+    let (start, size) = extent(&parts[0]);
     if read_ext_file(&raw, start, size, "/srv/data")?.is_some() {
         return Err("/srv/data landed in the root filesystem, not in xfs".into());
     }
@@ -569,12 +569,7 @@ fn logical_partitions() -> Result<(), Failed> {
         .args(["fake-os", "data"]);
     run_ok(c)?;
     let raw = out.with_extension("raw");
-    let dump = run_ok(cmd("sfdisk", &["-J", raw.to_str().unwrap()]))?;
-    let table: serde_json::Value = serde_json::from_str(&dump)?;
-    let parts = table["partitiontable"]["partitions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let (dump, _, parts) = partition_table(&raw)?;
     let names: Vec<String> = parts
         .iter()
         .map(|p| {
@@ -592,11 +587,7 @@ fn logical_partitions() -> Result<(), Failed> {
             format!("expected partitions 1, 2 (extended) and 5, got {names:?}:\n{dump}").into(),
         );
     }
-    let data = &parts[2];
-    let (start, size) = (
-        data["start"].as_u64().unwrap_or(0) * 512,
-        data["size"].as_u64().unwrap_or(0) * 512,
-    );
+    let (start, size) = extent(&parts[2]);
     match read_ext_file(&raw, start, size, "/data")? {
         Some(t) if t.trim() == "on-logical" => {}
         other => return Err(format!("/srv/data on the logical partition: {other:?}").into()),
