@@ -104,14 +104,18 @@ pub fn prepare(target: &Path, hooks: &Path, arch: &str) -> anyhow::Result<Vec<St
 /// The tools whose package has the same version on the host and in the image.
 fn matching_tools(target: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let admindir = target.join("var/lib/dpkg");
+    // One comparison per package, not per tool (coreutils ships most).
+    let mut same: std::collections::BTreeMap<&str, bool> = Default::default();
     let mut out = Vec::new();
     for (tool, package) in TOOLS {
         let Some(host) = tools::find(tool) else {
             continue;
         };
-        let host_version = package_version(package, None);
-        let image_version = package_version(package, Some(&admindir));
-        if host_version.is_some() && host_version == image_version {
+        let matches = *same.entry(package).or_insert_with(|| {
+            let host_version = package_version(package, None);
+            host_version.is_some() && host_version == package_version(package, Some(&admindir))
+        });
+        if matches {
             out.push((tool.to_string(), fs::canonicalize(&host)?));
         }
     }
