@@ -114,6 +114,9 @@ fn fake_os_all_formats() -> Result<(), Failed> {
         if !info.contains(&format!("\"format\": \"{fmt}\"")) {
             return Err(format!("{ext}: qemu-img says {info}").into());
         }
+        if ext == "qcow2" && !info.contains("\"compression-type\": \"zstd\"") {
+            return Err(format!("qcow2 is not zstd-compressed: {info}").into());
+        }
     }
     run_ok(cmd(
         "qemu-img",

@@ -94,7 +94,8 @@ pub struct Cli {
     /// Journal size in MiB of the root ext filesystem (default 64).
     #[arg(long, value_name = "MIB", help_heading = "Image")]
     pub mkfs_journal_size: Option<u64>,
-    /// Extra qemu-img convert options (e.g. "compat=0.10").
+    /// Extra qemu-img convert options (e.g. "compat=0.10"). qcow2 is
+    /// zstd-compressed unless these set compression_type or compat=0.10.
     #[arg(
         long,
         value_name = "OPTS",

@@ -24,14 +24,31 @@ pub fn qemu_img(
     let fmt = qemu_format(kind);
     let mut c = Cmd::new(format!("converting the image to {kind}"), "qemu-img")
         .args(["convert", "-f", "raw", "-O", fmt]);
+    let options = options.filter(|o| !o.trim().is_empty());
     if compress && fmt == "qcow2" {
         c = c.arg("-c");
+        if let Some(kind) = qcow2_compression(options) {
+            c = c.arg("-o").arg(format!("compression_type={kind}"));
+        }
     }
-    if let Some(o) = options.filter(|o| !o.trim().is_empty()) {
+    if let Some(o) = options {
         c = c.arg("-o").arg(o);
     }
     c.arg(raw).arg(dest).run()?;
     Ok(())
+}
+
+/// The qcow2 compression we ask for, unless the user's options decide it.
+/// zstd compresses a Debian image five times faster than zlib and a little
+/// smaller (6 s against 33 s here); readers need qemu 5.1 or newer, so
+/// `--qemu-img-options compression_type=zlib` (or `compat=0.10`, which has
+/// no zstd) keeps the old format.
+fn qcow2_compression(options: Option<&str>) -> Option<&'static str> {
+    let user_decides = options.is_some_and(|o| {
+        o.split(',')
+            .any(|kv| kv.starts_with("compression_type=") || kv == "compat=0.10")
+    });
+    (!user_decides).then_some("zstd")
 }
 
 /// Writes a squashfs of the tree (pseudo filesystems left out).
@@ -58,6 +75,15 @@ pub fn squashfs(root: &Path, dest: &Path, mtime_clamp: Option<u64>) -> anyhow::R
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn qcow2_is_zstd_unless_the_user_chooses() {
+        use super::qcow2_compression as c;
+        assert_eq!(c(None), Some("zstd"));
+        assert_eq!(c(Some("compat=1.1")), Some("zstd"));
+        assert_eq!(c(Some("compat=1.1,compression_type=zlib")), None);
+        assert_eq!(c(Some("compat=0.10")), None);
+    }
+
     #[test]
     fn vhd_is_vpc() {
         assert_eq!(super::qemu_format("vhd"), "vpc");
