@@ -10,7 +10,7 @@
 //! through a read-write kernel mount, which keeps the bytes reproducible.
 
 use anyhow::{Context, bail};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ use crate::blockdev::{
     self, ConfigSource, Graph, LegacyRootOptions, LoadOptions, SizeOptions, Spec,
 };
 use crate::cli::Cli;
-use crate::host::{Cmd, Entry, Journal, log, loopdev};
+use crate::host::{Cmd, Entry, Journal, log, loopdev, mount};
 use crate::plan::Plan;
 
 /// A disk being built.
@@ -157,16 +157,55 @@ pub fn image_size(graph: &Graph, cli: &Cli, tree: &Path) -> anyhow::Result<u64> 
     Ok(size)
 }
 
-/// Disk usage of the tree in bytes, as `du -s -x` reports it (DIB's measure).
+/// The tree's size, from its content alone: each regular file rounded up to
+/// whole 4 KiB blocks, one block per directory and per symlink too long to
+/// live in its inode. DIB asks `du`, but allocated blocks depend on the tree's
+/// history (an ext4 directory never shrinks after apt's lists are deleted)
+/// and on how the host filesystem laid a file out, so one tree could get two
+/// image sizes and two different images. Hard links count once per path: an
+/// overlay copy-up can split them, and the size must not depend on that.
+/// Mounts below the tree (the chroot's /proc, /dev) are left out, as `du -x`.
 pub fn tree_bytes(tree: &Path) -> anyhow::Result<u64> {
-    let out = Cmd::new("measuring the tree", "du")
-        .args(["-s", "-x", "--block-size=1"])
-        .arg(tree)
-        .read()?;
-    out.split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .with_context(|| format!("unexpected du output {out:?}"))
+    let tree = tree.canonicalize()?;
+    let mounts: HashSet<PathBuf> = mount::mounts_under(&tree)?
+        .into_iter()
+        .filter(|m| *m != tree)
+        .collect();
+    let mut total = 0u64;
+    let mut dirs = vec![tree];
+    while let Some(dir) = dirs.pop() {
+        total += FS_BLOCK;
+        let entries = fs::read_dir(&dir).with_context(|| format!("measuring {}", dir.display()))?;
+        for entry in entries {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                let path = entry.path();
+                if !mounts.contains(&path) {
+                    dirs.push(path);
+                }
+            } else {
+                total += entry_bytes(&meta);
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// The filesystem block the tree measure rounds to.
+const FS_BLOCK: u64 = 4096;
+/// ext4 keeps a symlink target shorter than this in the inode itself.
+const FAST_SYMLINK_MAX: u64 = 59;
+
+fn entry_bytes(meta: &fs::Metadata) -> u64 {
+    let ft = meta.file_type();
+    if ft.is_file() {
+        meta.len().div_ceil(FS_BLOCK) * FS_BLOCK
+    } else if ft.is_symlink() && meta.len() > FAST_SYMLINK_MAX {
+        FS_BLOCK
+    } else {
+        0
+    }
 }
 
 /// Creates the raw image, its partition table and the loop device.
@@ -565,6 +604,26 @@ pub fn check_host() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tree_measure_depends_on_content_not_history() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        fs::write(root.join("one-byte"), "x").unwrap();
+        fs::write(root.join("two-blocks"), vec![0u8; 4097]).unwrap();
+        std::os::unix::fs::symlink("short", root.join("fast")).unwrap();
+        std::os::unix::fs::symlink("l".repeat(100), root.join("slow")).unwrap();
+        fs::create_dir(root.join("lists")).unwrap();
+        let want = 4096 * (1 + 1 + 2 + 1 + 1);
+        assert_eq!(tree_bytes(root).unwrap(), want);
+        // A directory that once held many files measures as an empty one.
+        for i in 0..2000 {
+            fs::write(root.join("lists").join(format!("index-{i:04}-with-a-long-name")), "").unwrap();
+        }
+        fs::remove_dir_all(root.join("lists")).unwrap();
+        fs::create_dir(root.join("lists")).unwrap();
+        assert_eq!(tree_bytes(root).unwrap(), want);
+    }
 
     #[test]
     fn words_split_like_a_shell() {
