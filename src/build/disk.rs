@@ -618,7 +618,12 @@ mod tests {
         assert_eq!(tree_bytes(root).unwrap(), want);
         // A directory that once held many files measures as an empty one.
         for i in 0..2000 {
-            fs::write(root.join("lists").join(format!("index-{i:04}-with-a-long-name")), "").unwrap();
+            fs::write(
+                root.join("lists")
+                    .join(format!("index-{i:04}-with-a-long-name")),
+                "",
+            )
+            .unwrap();
         }
         fs::remove_dir_all(root.join("lists")).unwrap();
         fs::create_dir(root.join("lists")).unwrap();

@@ -22,7 +22,11 @@ pub fn explain(a: &Path, b: &Path) -> Result<String, Failed> {
     let mut out = format!(
         "  {} differing 4 KiB blocks{}\n",
         blocks.len(),
-        if blocks.len() >= MAX_BLOCKS { " (stopped counting)" } else { "" }
+        if blocks.len() >= MAX_BLOCKS {
+            " (stopped counting)"
+        } else {
+            ""
+        }
     );
     let parts = partitions(a)?;
     let before: Vec<u64> = blocks
@@ -44,7 +48,11 @@ pub fn explain(a: &Path, b: &Path) -> Result<String, Failed> {
             .map(|o| o - start)
             .collect();
         if !inside.is_empty() {
-            out.push_str(&format!("  partition {}: {} blocks differ\n", n + 1, inside.len()));
+            out.push_str(&format!(
+                "  partition {}: {} blocks differ\n",
+                n + 1,
+                inside.len()
+            ));
             out.push_str(&ext_objects(a, b, *start, &inside));
         }
     }
@@ -63,7 +71,11 @@ fn differing_blocks(a: &Path, b: &Path) -> Result<Vec<u64>, Failed> {
         if na == 0 && nb == 0 {
             return Ok(out);
         }
-        for (i, (x, y)) in ba[..na].chunks(BLOCK as usize).zip(bb[..nb].chunks(BLOCK as usize)).enumerate() {
+        for (i, (x, y)) in ba[..na]
+            .chunks(BLOCK as usize)
+            .zip(bb[..nb].chunks(BLOCK as usize))
+            .enumerate()
+        {
             if x != y {
                 out.push(offset + i as u64 * BLOCK);
                 if out.len() >= MAX_BLOCKS {
@@ -143,7 +155,10 @@ fn ext_objects(a: &Path, b: &Path, start: u64, offsets: &[u64]) -> String {
     let names = ncheck(&fs_a, &inodes);
     for ino in inodes.iter().take(MAX_FILES) {
         let fields = stat_difference(&fs_a, &fs_b, *ino);
-        let name = names.iter().find(|(i, _)| i == ino).map_or("(no name)", |(_, n)| n.as_str());
+        let name = names
+            .iter()
+            .find(|(i, _)| i == ino)
+            .map_or("(no name)", |(_, n)| n.as_str());
         if !fields.is_empty() {
             out.push_str(&format!("    inode {ino} {name}: {fields}\n"));
         } else if data_changed(&fs_a, &fs_b, *ino) {
@@ -214,7 +229,11 @@ fn icheck(fs: &str, blocks: &[u64]) -> Vec<(u64, Option<u64>)> {
     if blocks.is_empty() {
         return Vec::new();
     }
-    let list: Vec<String> = blocks.iter().take(MAX_FILES * 4).map(u64::to_string).collect();
+    let list: Vec<String> = blocks
+        .iter()
+        .take(MAX_FILES * 4)
+        .map(u64::to_string)
+        .collect();
     debugfs(fs, &format!("icheck {}", list.join(" ")))
         .lines()
         .filter_map(|l| {
