@@ -100,22 +100,13 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// (start, size) in bytes of each partition, as sfdisk reads the table.
 fn partitions(img: &Path) -> Result<Vec<(u64, u64)>, Failed> {
-    let mut c = Command::new("sfdisk");
-    c.arg("--json").arg(img);
-    let v: serde_json::Value = serde_json::from_str(&run_ok(c)?)?;
-    let table = &v["partitiontable"];
-    let sector = table["sectorsize"].as_u64().unwrap_or(512);
-    Ok(table["partitions"]
-        .as_array()
-        .map(|ps| {
-            ps.iter()
-                .map(|p| {
-                    let n = |k: &str| p[k].as_u64().unwrap_or(0) * sector;
-                    (n("start"), n("size"))
-                })
-                .collect()
-        })
-        .unwrap_or_default())
+    let table = dib::blockdev::sfdisk::dump(img)?.partitiontable;
+    let sector = table.sectorsize.unwrap_or(512);
+    Ok(table
+        .partitions
+        .iter()
+        .map(|p| (p.start * sector, p.size * sector))
+        .collect())
 }
 
 /// Files and inodes behind the 4 KiB chunks at `offsets` (bytes from the
