@@ -74,7 +74,7 @@ pub fn make_and_fill(
         (FillMode::Mounted, Some(t)) => fill_mounted(dev, spec, t, journal, scratch),
         (FillMode::FromTree, Some(t)) if spec.fstype == "vfat" => fill_vfat(dev, t),
         (FillMode::FromTree, Some(t)) if spec.fstype.starts_with("ext") => match repro.epoch {
-            Some(epoch) => set_ext_ctimes(dev, t, epoch, scratch),
+            Some(epoch) => normalise_ext_metadata(dev, t, epoch, scratch),
             None => Ok(()),
         },
         _ => Ok(()),
@@ -116,10 +116,22 @@ pub fn clamp_tree_times(tree: &Path, epoch: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `mke2fs -d` copies each source file's ctime, which no one can set on the
-/// host. Rewrite every inode's ctime in the new filesystem to `epoch` with
-/// one debugfs batch, so the same tree gives the same bytes.
-fn set_ext_ctimes(dev: &Path, tree: &Path, epoch: u64, scratch: &Path) -> anyhow::Result<()> {
+/// Makes an ext filesystem built from a tree depend on nothing but the tree,
+/// in one debugfs batch:
+/// - `mke2fs -d` copies each source file's ctime, which no one can set on the
+///   host: every inode's ctime becomes `epoch`.
+/// - The superblock counts the KiB its writers wrote (`s_kbytes_written`),
+///   which follows how the source files lie on the host's disk, not what they
+///   hold: a root unpacked from the bootstrap cache and the same root fresh
+///   from mmdebstrap gave equal trees but counts 48 KiB apart. It becomes 0
+///   (a zero count also stops debugfs adding its own writes), and `close -a`
+///   writes that to the backup superblocks, which mke2fs stamped too.
+fn normalise_ext_metadata(
+    dev: &Path,
+    tree: &Path,
+    epoch: u64,
+    scratch: &Path,
+) -> anyhow::Result<()> {
     let mut paths = Vec::new();
     walk_relative(tree, Path::new("/"), &mut paths)?;
     let mut cmds = String::new();
@@ -132,10 +144,11 @@ fn set_ext_ctimes(dev: &Path, tree: &Path, epoch: u64, scratch: &Path) -> anyhow
             cmds.push_str(&format!("sif \"{p}\" ctime @{epoch}\n"));
         }
     }
+    cmds.push_str("ssv kbytes_written 0\nclose -a\n");
     let file = scratch.join("debugfs-ctimes");
     std::fs::write(&file, cmds)?;
     Cmd::new(
-        format!("setting inode change times on {}", dev.display()),
+        format!("setting inode change times and write counts on {}", dev.display()),
         "debugfs",
     )
     .args(["-w", "-f"])
@@ -515,8 +528,32 @@ mod tests {
                     .read()
                     .unwrap();
                 assert!(stat.contains("ctime: 0x00000001:"), "{stat}");
+                assert_no_write_count(&img);
             }
         }
         j.close().unwrap();
+    }
+
+    /// The primary superblock and the first backup carry no lifetime write
+    /// count (dumpe2fs prints "Lifetime writes" only when it is not zero).
+    fn assert_no_write_count(img: &Path) {
+        let full = Cmd::new("dumpe2fs", "dumpe2fs").arg(img).read().unwrap();
+        let field = |name: &str| {
+            full.lines()
+                .find_map(|l| l.trim().strip_prefix(name))
+                .map(|v| v.trim_start_matches([' ', ':']).split_whitespace().next().unwrap_or(""))
+                .unwrap_or_else(|| panic!("no {name} in dumpe2fs output"))
+                .to_string()
+        };
+        let (block_size, backup) = (field("Block size"), field("Backup superblock at"));
+        let backup = backup.trim_end_matches(',');
+        assert!(!full.contains("Lifetime writes"), "primary superblock: {full}");
+        let header = Cmd::new("dumpe2fs", "dumpe2fs")
+            .args(["-h", "-o", &format!("superblock={backup}")])
+            .args(["-o", &format!("blocksize={block_size}")])
+            .arg(img)
+            .read()
+            .unwrap();
+        assert!(!header.contains("Lifetime writes"), "backup at {backup}: {header}");
     }
 }
