@@ -128,10 +128,11 @@ pub struct Cli {
     /// Do not update cached resources from the network.
     #[arg(long, help_heading = "Build")]
     pub offline: bool,
-    /// Do not build in a tmpfs.
+    /// Accepted for DIB compatibility: dib-create always builds on disk,
+    /// next to its phase cache (dpkg's syncs are skipped instead).
     #[arg(long, help_heading = "Build")]
     pub no_tmpfs: bool,
-    /// Minimum memory in GiB for building in tmpfs.
+    /// Accepted for DIB compatibility; has no effect (see --no-tmpfs).
     #[arg(long, value_name = "GIB", help_heading = "Build")]
     pub min_tmpfs: Option<u64>,
     /// Clear the environment before building (keeps only a safe list of variables).
