@@ -102,6 +102,8 @@ fn build_cmd(scratch: &Path, out: &Path) -> Command {
     let mut c = dib_create();
     c.env("DIB_IMAGE_CACHE", common::test_cache())
         .env("DIB_CREATE_BUILD_ROOT", scratch.join("builds"))
+        // Failed builds keep their logs in $TMPDIR: the scratch directory here.
+        .env("TMPDIR", scratch)
         .env("DIB_RELEASE", "bookworm")
         .args(["-a", "amd64", "-t", "tar", "-o"])
         .arg(out);

@@ -216,6 +216,9 @@ impl Scratch {
             ),
         )
         .env("DIB_CREATE_BUILD_ROOT", self.builds())
+        // A failed build keeps its log in $TMPDIR for the user; here that is
+        // the scratch directory, so the failures tests cause go with it.
+        .env("TMPDIR", self.path())
         .env("DIB_CREATE_NO_NAMESPACE", "1")
         .env("DIB_IMAGE_CACHE", test_cache())
         // Builds share one bootstrapped root (tests/rootfs.rs bootstraps afresh).
