@@ -95,7 +95,12 @@ fn build_logged(
     let done = c.output()?;
     let log = String::from_utf8_lossy(&done.stderr).into_owned();
     if !done.status.success() {
-        return Err(format!("{c:?} failed ({}):\n{}", done.status, common::tail(&log, 60)).into());
+        return Err(format!(
+            "{c:?} failed ({}):\n{}",
+            done.status,
+            common::tail(&log, 60)
+        )
+        .into());
     }
     let ext = |t: &str| match t {
         "docker" => "docker.tar".to_string(),
@@ -172,7 +177,11 @@ fn debian_compared() -> Result<(), Failed> {
     let (b, log_b) = build_logged(&s2, &[], types, &elements)?;
     for (log, says) in [(log_a, "saving the root"), (log_b, "unpacking cached root")] {
         if !log.contains(says) {
-            return Err(format!("expected the build log to say '{says}':\n{}", common::tail(&log, 40)).into());
+            return Err(format!(
+                "expected the build log to say '{says}':\n{}",
+                common::tail(&log, 40)
+            )
+            .into());
         }
     }
     let diff = differing(&a, &b)?;

@@ -55,7 +55,11 @@ fn run_script(script: &Path) -> Result<(), Failed> {
         return Err(format!("{} failed ({}):\n{text}", script.display(), out.status).into());
     }
     if text.lines().any(|l| l.starts_with("skip:")) {
-        return Err(format!("{} skipped although its needs are met:\n{text}", script.display()).into());
+        return Err(format!(
+            "{} skipped although its needs are met:\n{text}",
+            script.display()
+        )
+        .into());
     }
     Ok(())
 }

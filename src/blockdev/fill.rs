@@ -148,7 +148,10 @@ fn normalise_ext_metadata(
     let file = scratch.join("debugfs-ctimes");
     std::fs::write(&file, cmds)?;
     Cmd::new(
-        format!("setting inode change times and write counts on {}", dev.display()),
+        format!(
+            "setting inode change times and write counts on {}",
+            dev.display()
+        ),
         "debugfs",
     )
     .args(["-w", "-f"])
@@ -541,19 +544,30 @@ mod tests {
         let field = |name: &str| {
             full.lines()
                 .find_map(|l| l.trim().strip_prefix(name))
-                .map(|v| v.trim_start_matches([' ', ':']).split_whitespace().next().unwrap_or(""))
+                .map(|v| {
+                    v.trim_start_matches([' ', ':'])
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                })
                 .unwrap_or_else(|| panic!("no {name} in dumpe2fs output"))
                 .to_string()
         };
         let (block_size, backup) = (field("Block size"), field("Backup superblock at"));
         let backup = backup.trim_end_matches(',');
-        assert!(!full.contains("Lifetime writes"), "primary superblock: {full}");
+        assert!(
+            !full.contains("Lifetime writes"),
+            "primary superblock: {full}"
+        );
         let header = Cmd::new("dumpe2fs", "dumpe2fs")
             .args(["-h", "-o", &format!("superblock={backup}")])
             .args(["-o", &format!("blocksize={block_size}")])
             .arg(img)
             .read()
             .unwrap();
-        assert!(!header.contains("Lifetime writes"), "backup at {backup}: {header}");
+        assert!(
+            !header.contains("Lifetime writes"),
+            "backup at {backup}: {header}"
+        );
     }
 }
