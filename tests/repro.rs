@@ -90,8 +90,7 @@ fn build_logged(
         .args(extra)
         .args(["-t", types, "-o"])
         .arg(&out)
-        .args(elements)
-        .stderr(std::process::Stdio::piped());
+        .args(elements);
     let done = c.output()?;
     let log = String::from_utf8_lossy(&done.stderr).into_owned();
     if !done.status.success() {
@@ -196,7 +195,7 @@ fn debian_compared() -> Result<(), Failed> {
         format!("debian-minimal is not reproducible: {diff:?} differ\n")
     };
     if diff.iter().any(|t| t == "raw") {
-        // Different sizes: the image size (from the tree's disk usage before
+        // Different sizes: the image size (from the tree's content before
         // finalise, transient apt lists and caches included) differed.
         let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         report.push_str(&format!(

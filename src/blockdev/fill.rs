@@ -145,7 +145,7 @@ fn normalise_ext_metadata(
         }
     }
     cmds.push_str("ssv kbytes_written 0\nclose -a\n");
-    let file = scratch.join("debugfs-ctimes");
+    let file = scratch.join("debugfs-normalise");
     std::fs::write(&file, cmds)?;
     Cmd::new(
         format!(
