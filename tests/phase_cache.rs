@@ -19,11 +19,20 @@ fn main() {
         Need::Tool("mke2fs"),
         Need::Tool("sfdisk"),
     ];
-    let tests = vec![trial(
-        "restores_from_the_right_phase_and_gives_identical_outputs",
-        &needs,
-        restores_and_matches,
-    )];
+    let mut esp = needs.to_vec();
+    esp.extend([Need::Tool("mkfs.vfat"), Need::Tool("mcopy")]);
+    let tests = vec![
+        trial(
+            "restores_from_the_right_phase_and_gives_identical_outputs",
+            &needs,
+            restores_and_matches,
+        ),
+        trial(
+            "a_second_partition_is_split_from_a_layered_tree",
+            &esp,
+            second_partition_from_layers,
+        ),
+    ];
     libtest_mimic::run(&args, tests).exit();
 }
 
@@ -183,4 +192,68 @@ fn damage_layer_holding(cache: &Path, file: &str) -> Result<PathBuf, Failed> {
         }
     }
     Err(format!("no layer under {} holds {file}", snaps.display()).into())
+}
+
+/// A layout with a second filesystem (the ESP at /boot/efi) whose directory
+/// was made by a hook and sealed into a lower layer: moving it out of the
+/// overlay for its own filesystem gave EXDEV, and every UEFI and rpi3 build
+/// failed at the end with the phase cache on. The file must land on the ESP,
+/// and the root filesystem must not hold it.
+fn second_partition_from_layers() -> Result<(), Failed> {
+    let s = Scratch::new("dib-create-phase-cache-esp-");
+    s.element(
+        "esp-test",
+        "install.d",
+        "mkdir -p /boot/efi/EFI/test\necho on-the-esp > /boot/efi/EFI/test/marker",
+    );
+    let out = s.path().join("esp");
+    let mut c = s.command();
+    c.env("DIB_IMAGE_CACHE", s.path().join("cache"))
+        .args(["-n", "--image-size", "0.7", "-t", "raw,tar", "-o"])
+        .arg(&out)
+        .args(["fake-os", "block-device-efi", "esp-test"]);
+    let o = c.output().map_err(|e| format!("running dib-create: {e}"))?;
+    let log = String::from_utf8_lossy(&o.stderr).into_owned();
+    if !o.status.success() {
+        return Err(format!("the build failed:\n{}", common::tail(&log, 40)).into());
+    }
+    expect(&log, "sealed the tree after install.d/50-hook")?;
+    let raw = out.with_extension("raw");
+    let table: serde_json::Value = serde_json::from_str(&run_ok({
+        let mut c = Command::new("sfdisk");
+        c.arg("--json").arg(&raw);
+        c
+    })?)?;
+    let parts = table["partitiontable"]["partitions"]
+        .as_array()
+        .ok_or("sfdisk shows no partitions")?;
+    let esp = parts
+        .iter()
+        .find(|p| p["type"] == "C12A7328-F81F-11D2-BA4B-00A0C93EC93B")
+        .ok_or("no EFI system partition")?;
+    let offset = esp["start"].as_u64().ok_or("ESP without a start")? * 512;
+    let mut c = Command::new("mtype");
+    c.env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@{offset}", raw.display()))
+        .arg("::/EFI/test/marker");
+    let marker = run_ok(c)?;
+    if marker.trim() != "on-the-esp" {
+        return Err(format!("the ESP's marker reads {marker:?}").into());
+    }
+    // The tar is the whole tree; the root filesystem must have only the
+    // empty mount point.
+    let root = parts
+        .iter()
+        .find(|p| p["type"] == "0FC63DAF-8483-4772-8E79-3D69D8477DE4")
+        .ok_or("no root partition")?;
+    let root_offset = root["start"].as_u64().ok_or("root without a start")? * 512;
+    let mut c = Command::new("debugfs");
+    c.args(["-R", "ls -p /boot/efi"])
+        .arg(format!("{}?offset={root_offset}", raw.display()));
+    let listing = run_ok(c)?;
+    if listing.contains("EFI") {
+        return Err(format!("the root filesystem holds the ESP's files:\n{listing}").into());
+    }
+    s.assert_nothing_left(&[])
 }

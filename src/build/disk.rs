@@ -489,7 +489,7 @@ fn split_tree(
         let dest = parts.join(&fs_name);
         if inside.is_dir() {
             let meta = fs::metadata(&inside)?;
-            fs::rename(&inside, &dest)
+            crate::host::files::move_dir(&inside, &dest, &format!("{mp} out of the tree"))
                 .with_context(|| format!("moving {} out of the tree", inside.display()))?;
             fs::create_dir(&inside)?;
             fs::set_permissions(&inside, fs::Permissions::from_mode(meta.mode() & 0o7777))?;

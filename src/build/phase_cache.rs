@@ -560,7 +560,11 @@ impl PhaseCache {
             }
             journal.undo_until(&Entry::Mount(self.target.clone()))?;
             self.mounted = false;
-            move_dir(&upper, &staged.join("tree"))?;
+            crate::host::files::move_dir(
+                &upper,
+                &staged.join("tree"),
+                "a layer into the phase cache",
+            )?;
             fs::create_dir(&upper).with_context(|| format!("creating {}", upper.display()))?;
         }
         let current = scan_hooks(&self.hooks)?;
@@ -855,20 +859,6 @@ fn side_dir(plan: &Plan) -> PathBuf {
         .get("DIB_MANIFEST_SAVE_DIR")
         .map(|d| PathBuf::from(d.trim_end_matches('/')))
         .unwrap_or_else(|| PathBuf::from(format!("{}.d", plan.image_name)))
-}
-
-/// Renames `from` to `to`, or copies it (keeping overlay whiteouts and
-/// xattrs) when they are on different filesystems.
-fn move_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
-    if fs::rename(from, to).is_ok() {
-        return Ok(());
-    }
-    Cmd::new("copying a layer into the phase cache", "cp")
-        .args(["-a", "--reflink=auto"])
-        .arg(from)
-        .arg(to)
-        .run()?;
-    fs::remove_dir_all(from).with_context(|| format!("removing {}", from.display()))
 }
 
 fn copy_file(from: &Path, to: &Path) -> anyhow::Result<()> {

@@ -1,6 +1,7 @@
 //! The only layer that touches the host: the command runner, mounts, loop
 //! devices, namespaces, signals and the teardown journal.
 
+pub mod files;
 pub mod interrupt;
 pub mod journal;
 pub mod log;
