@@ -30,6 +30,11 @@ fn main() {
             fake_os_all_formats,
         ),
         trial(
+            "fake_os_default_image_size_fits_the_journal",
+            &fast,
+            fake_os_default_size,
+        ),
+        trial(
             "container_archives_unpack_with_skopeo_and_umoci",
             &containers,
             containers_unpack,
@@ -129,6 +134,21 @@ fn fake_os_all_formats() -> Result<(), Failed> {
     if !listing.contains("squashfs-root/etc/os-release") {
         return Err("squashfs lacks etc/os-release".into());
     }
+    common::assert_clean(s.path())
+}
+
+/// No --image-size: the size computed for a tree of a few MiB must leave
+/// mke2fs room for the 64 MiB journal (it refused: "Total journal size too
+/// big for filesystem").
+fn fake_os_default_size() -> Result<(), Failed> {
+    let s = Scratch::new("dib-create-disk-size-");
+    let out = s.path().join("small");
+    let mut c = s.command();
+    c.args(["-n", "-t", "raw", "-o"])
+        .arg(&out)
+        .args(["fake-os", "block-device-mbr"]);
+    run_ok(c)?;
+    check_disk(&out.with_extension("raw"), 1)?;
     common::assert_clean(s.path())
 }
 

@@ -148,8 +148,13 @@ pub fn compute_image_size(tree_bytes: u64, opts: &SizeOptions, graph: &Graph) ->
         .root_filesystem()
         .is_some_and(|(_, fs)| fs.fstype == "ext4");
     if root_is_ext4 && opts.image_size_gib.is_none() {
-        let journal = opts.journal_size_mib.unwrap_or(DEFAULT_JOURNAL_MIB);
-        kib = kib.saturating_add(journal.saturating_mul(KIB));
+        let journal_kib = opts
+            .journal_size_mib
+            .unwrap_or(DEFAULT_JOURNAL_MIB)
+            .saturating_mul(KIB);
+        kib = kib
+            .saturating_add(journal_kib)
+            .max(ext4_floor_kib(tree_bytes.div_ceil(KIB), journal_kib));
     }
     kib = kib.saturating_add(other_partitions_kib(graph));
     // Whole alignment units, so the last partition can end on a boundary
@@ -163,6 +168,19 @@ pub fn compute_image_size(tree_bytes: u64, opts: &SizeOptions, graph: &Graph) ->
         .max(64);
     // Saturating: absurd flags must give an absurd size, not a panic.
     kib.div_ceil(unit_kib).saturating_mul(unit_kib * KIB)
+}
+
+/// The smallest ext4 filesystem that takes a tree of `tree_kib` and a
+/// journal of `journal_kib`. mke2fs refuses a journal larger than half the
+/// free blocks it sees before the tree is copied in ("Total journal size too
+/// big for filesystem"), and DIB's `-i 4096` gives a 256-byte inode per 4 KiB,
+/// so about a sixteenth of the space is inode tables; a tenth is kept for
+/// them and the other metadata. Only small trees reach this floor: the fake
+/// OS of the tests, a rescue image. DIB adds the journal alone and fails there.
+fn ext4_floor_kib(tree_kib: u64, journal_kib: u64) -> u64 {
+    let for_journal = journal_kib.saturating_mul(2);
+    let for_tree = tree_kib.saturating_add(journal_kib);
+    for_journal.max(for_tree).saturating_mul(10).div_ceil(9)
 }
 
 /// Room for the partitions that do not hold the root filesystem: their fixed
@@ -272,6 +290,26 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(base_kib(1 << 40, &o), 2 * 1024 * 1024);
+    }
+
+    #[test]
+    fn a_small_tree_leaves_mke2fs_room_for_the_journal() {
+        let g = crate::blockdev::load_config(
+            crate::blockdev::ConfigSource::Default,
+            &Default::default(),
+        )
+        .unwrap();
+        let o = SizeOptions::default();
+        // A 5 MiB tree: ÷ 0.6 plus the journal would be 72 MiB, too small
+        // for a 64 MiB journal.
+        let size = compute_image_size(5 << 20, &o, &g);
+        assert!(size >= (2 * 64) << 20, "{}", size >> 20);
+        // A real tree is sized by DIB's rule, untouched by the floor.
+        let big = 900u64 << 20;
+        assert_eq!(
+            compute_image_size(big, &o, &g),
+            ((big / 1024) as f64 / 0.6) as u64 * 1024 + (64 << 20)
+        );
     }
 
     #[test]
