@@ -13,13 +13,16 @@
 //! - [`host`]: the only layer that touches the host.
 
 pub mod blockdev;
-pub mod build;
 pub mod cache;
 pub mod cli;
+pub mod digest;
 pub mod element;
+pub mod error;
+pub mod exec;
 pub mod hooks;
 pub mod host;
 pub mod lock;
+pub mod log;
 pub mod output;
 pub mod paths;
 pub mod plan;

@@ -13,15 +13,15 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    if let Err(e) = dib::build::prepare_process(&cli) {
-        eprintln!("dib-create: error: {}", dib::build::render_error(&e));
+    if let Err(e) = dib::exec::prepare_process(&cli) {
+        eprintln!("dib-create: error: {}", dib::exec::render_error(&e));
         return ExitCode::from(1);
     }
-    match dib::build::run(cli) {
+    match dib::exec::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("dib-create: error: {}", dib::build::render_error(&e));
-            ExitCode::from(dib::build::exit_code(&e))
+            eprintln!("dib-create: error: {}", dib::exec::render_error(&e));
+            ExitCode::from(dib::exec::exit_code(&e))
         }
     }
 }

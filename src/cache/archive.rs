@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::keys::digest;
+use crate::digest::fields as digest;
 use crate::lock::record::Source;
 
 /// The Release file URL of a source: `<uri>/dists/<suite>/InRelease`, or

@@ -12,7 +12,7 @@
 //! every phase, the hook environment, the lockfile, host tool versions).
 //! Components are kept by name, so a miss can say which input changed.
 
-use sha2::{Digest, Sha256};
+use crate::digest::{fields as digest, path_digest as file_digest};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -43,17 +43,6 @@ pub const VOLATILE_ENV: &[&str] = &[
     "DIB_CREATE_LOCK_REPO",
     "DIB_CREATE_LOCKFILE",
 ];
-
-/// SHA256 (hex) of length-prefixed fields: no two field lists collide.
-pub fn digest<S: AsRef<[u8]>>(fields: &[S]) -> String {
-    let mut h = Sha256::new();
-    for f in fields {
-        let f = f.as_ref();
-        h.update((f.len() as u64).to_le_bytes());
-        h.update(f);
-    }
-    crate::lock::lockfile::hex(&h.finalize())
-}
 
 /// The base key: a digest over every component, in name order.
 pub fn base_key(c: &Components) -> String {
@@ -154,24 +143,6 @@ pub fn element_components(
         }
     }
     c
-}
-
-/// Content digest of a file, or of a symlink's target text.
-pub fn file_digest(path: &Path) -> String {
-    match path.symlink_metadata() {
-        Ok(m) if m.file_type().is_symlink() => match std::fs::read_link(path) {
-            Ok(t) => digest(&["symlink".as_bytes(), t.as_os_str().as_encoded_bytes()]),
-            Err(e) => format!("unreadable link: {e}"),
-        },
-        Ok(_) => match std::fs::File::open(path) {
-            Ok(mut f) => match crate::cache::hash_reader(&mut f) {
-                Ok((h, _)) => h,
-                Err(e) => format!("unreadable: {e}"),
-            },
-            Err(e) => format!("unreadable: {e}"),
-        },
-        Err(e) => format!("missing: {e}"),
-    }
 }
 
 /// Calls `f(relative, path)` for every non-directory below `dir`, sorted.

@@ -22,11 +22,11 @@ use anyhow::Context;
 use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::host::log;
+use crate::log;
 
 /// One file the cache must hold.
 #[derive(Clone, Debug)]
@@ -171,7 +171,7 @@ impl DebStore {
     /// tree) under its own hash. Returns the hash.
     pub fn adopt(&self, file: &Path) -> anyhow::Result<String> {
         let mut f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
-        let (sha, size) = hash_reader(&mut f)?;
+        let (sha, size) = crate::digest::hash_reader(&mut f)?;
         let path = self.path(&sha);
         if path.exists() {
             return Ok(sha);
@@ -280,23 +280,7 @@ fn matches(path: &Path, want: &Want) -> anyhow::Result<bool> {
         return Ok(false);
     }
     let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    Ok(hash_reader(&mut f)?.0 == want.sha256)
-}
-
-/// SHA256 (hex) and length of everything `r` yields.
-pub fn hash_reader(r: &mut dyn Read) -> std::io::Result<(String, u64)> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut n = 0u64;
-    loop {
-        let k = r.read(&mut buf)?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        n += k as u64;
-    }
-    Ok((crate::lock::lockfile::hex(&h.finalize()), n))
+    Ok(crate::digest::hash_reader(&mut f)?.0 == want.sha256)
 }
 
 /// Streams `url` into `dest`, returning its SHA256 and size. `file://` URLs
@@ -321,7 +305,7 @@ fn download(url: &str, dest: &Path) -> anyhow::Result<(String, u64)> {
         let mut body = resp.into_body().into_reader();
         std::io::copy(&mut body, &mut tee)?;
     }
-    let (hash, n) = (crate::lock::lockfile::hex(&tee.hash.finalize()), tee.n);
+    let (hash, n) = (crate::digest::hex(&tee.hash.finalize()), tee.n);
     out.sync_all()?;
     Ok((hash, n))
 }

@@ -30,7 +30,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::keys::Components;
-use crate::host::log;
+use crate::log;
 use crate::output::manifest::Package;
 
 /// Bumped when the layout or the meaning of keys changes.
@@ -461,7 +461,7 @@ pub fn tree_digest(dir: &Path) -> anyhow::Result<String> {
             }
         }
     }
-    Ok(crate::lock::lockfile::hex(&hasher.finalize()))
+    Ok(crate::digest::hex(&hasher.finalize()))
 }
 
 /// Seconds since the epoch, now.

@@ -2,7 +2,7 @@ use super::*;
 use crate::lock::serve::Server;
 
 fn sha(data: &[u8]) -> String {
-    crate::lock::lockfile::hex(&Sha256::digest(data))
+    crate::digest::hex(&Sha256::digest(data))
 }
 
 /// A served directory holding one file, and a Want for it.

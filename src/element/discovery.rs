@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::error::ElementError;
-use crate::host::log;
+use crate::log;
 
 /// One element: a directory on the search path.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::discovery::read_text_if_exists;
 use super::error::ElementError;
 use super::pkgmap::{PkgMap, Target};
-use crate::host::log;
+use crate::log;
 
 /// The phases package-installs runs in (its hooks sit in these directories).
 pub const PACKAGE_PHASES: [&str; 3] = ["pre-install.d", "install.d", "post-install.d"];

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use super::discovery::ElementSet;
 use super::error::{ElementError, join_names, render_chain};
-use crate::host::log;
+use crate::log;
 
 /// What the user asked for.
 #[derive(Clone, Debug)]

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use crate::element::envd;
 use crate::element::hooks as element_hooks;
-use crate::host::{Cmd, log};
+use crate::host::Cmd;
+use crate::log;
 use crate::plan::Plan;
 use crate::rootfs::chroot::IN_TARGET;
 

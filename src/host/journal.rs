@@ -11,8 +11,8 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::log;
 use super::mount;
+use crate::log;
 
 /// One undoable host change.
 #[derive(Clone, Debug, PartialEq, Eq)]

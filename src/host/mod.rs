@@ -4,7 +4,6 @@
 pub mod files;
 pub mod interrupt;
 pub mod journal;
-pub mod log;
 pub mod loopdev;
 pub mod mount;
 pub mod procs;

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::log;
+use crate::log;
 
 /// PIDs whose root directory is `root` or below it.
 pub fn inside(root: &Path) -> Vec<i32> {

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::interrupt;
-use super::log;
+use crate::log;
 
 /// How many trailing output lines a failure carries.
 const TAIL_LINES: usize = 25;

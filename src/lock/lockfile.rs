@@ -297,12 +297,7 @@ impl Lockfile {
     }
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
+pub use crate::digest::hex;
 
 /// What changed between two lockfiles.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -17,11 +17,11 @@ pub mod serve;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
-use crate::build::UsageError;
 use crate::cache::{DebStore, Want};
 use crate::cli::Cli;
+use crate::error::UsageError;
 use crate::hooks::PhaseRunner;
-use crate::host::log;
+use crate::log;
 use crate::plan::Plan;
 use lockfile::{Lockfile, Phase};
 

@@ -5,10 +5,8 @@
 //! The outer archives are written with sorted entries, fixed owners and a fixed
 //! mtime, so the same layer gives the same bytes.
 
-use crate::lock::lockfile::hex;
 use anyhow::Context;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
@@ -42,20 +40,12 @@ pub fn oci_arch(dpkg: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// The SHA256 (hex) of a file.
-pub(crate) fn sha256_of(path: &Path) -> anyhow::Result<String> {
-    Ok(sha256_file(path)?.digest)
-}
+pub(crate) use crate::digest::{sha256_bytes, sha256_of};
 
 fn sha256_file(path: &Path) -> anyhow::Result<Layer> {
     let mut f = File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let (digest, size) = crate::cache::hash_reader(&mut f)?;
+    let (digest, size) = crate::digest::hash_reader(&mut f)?;
     Ok(Layer { digest, size })
-}
-
-/// The SHA256 (hex) of bytes in memory.
-pub(crate) fn sha256_bytes(b: &[u8]) -> String {
-    hex(&Sha256::digest(b))
 }
 
 /// The image config JSON (shared by both formats).

@@ -9,7 +9,7 @@ pub mod tarball;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
-use crate::host::log;
+use crate::log;
 
 /// A file being written; becomes `final_path` only on `commit`.
 pub struct Pending {

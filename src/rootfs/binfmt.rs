@@ -5,7 +5,7 @@
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 
-use crate::host::log;
+use crate::log;
 
 const BINFMT_DIR: &str = "/proc/sys/fs/binfmt_misc";
 

@@ -22,7 +22,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::super::hooks::tree::OURS;
-use crate::host::{Cmd, log, tools};
+use crate::host::{Cmd, tools};
+use crate::log;
 
 /// Each tool and the Debian package that ships it. Their output depends
 /// only on their input files, not on the machine they run on.

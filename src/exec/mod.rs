@@ -10,10 +10,7 @@ use anyhow::Context;
 use crate::cli::{Cli, PlanFormat};
 use crate::plan::{self, Plan};
 
-/// Errors a user caused (bad input): exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+pub use crate::error::UsageError;
 
 /// Process-wide setup, while still single-threaded: a private mount
 /// namespace for real builds (mounts die with us even on SIGKILL), then the

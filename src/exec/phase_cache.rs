@@ -30,9 +30,10 @@ use crate::cache::keys::{self, Components, Step};
 use crate::cache::phase::{self, ArchiveState, HookChange, OutFile, OutMeta, SnapMeta, Store};
 use crate::cli::Cli;
 use crate::hooks::{HookDone, HookObserver, list_hooks};
+use crate::host::Cmd;
 use crate::host::journal::{Entry, Journal};
 use crate::host::mount::{self, Source};
-use crate::host::{Cmd, log};
+use crate::log;
 use crate::output::Pending;
 use crate::output::manifest::Package;
 use crate::plan::Plan;
@@ -246,7 +247,7 @@ impl PhaseCache {
             key = keys::next_key(&key, &s);
             trail.push(s.describe());
             for name in list_hooks(&self.hooks, step) {
-                let sha = keys::file_digest(&self.hooks.join(step).join(&name));
+                let sha = crate::digest::path_digest(&self.hooks.join(step).join(&name));
                 let s = Step::Hook {
                     phase: step,
                     name: &name,
@@ -711,7 +712,7 @@ impl PhaseCache {
             copy_file(&p.tmp, &staged.join(kind))?;
             files.push(OutFile {
                 kind: kind.clone(),
-                sha256: crate::output::container::sha256_of(&p.tmp)?,
+                sha256: crate::digest::sha256_of(&p.tmp)?,
             });
         }
         let side = side_dir(plan);
@@ -757,7 +758,7 @@ impl PhaseCache {
                 .with_context(|| format!("the cached outputs lack {}", o.kind))?;
             let p = Pending::new(&o.path);
             copy_file(&self.store.out_dir(&out.key).join(&o.kind), &p.tmp)?;
-            let got = crate::output::container::sha256_of(&p.tmp)?;
+            let got = crate::digest::sha256_of(&p.tmp)?;
             if got != f.sha256 {
                 self.store.discard_outputs(&out.key);
                 anyhow::bail!(
@@ -808,7 +809,7 @@ pub struct Sealer<'a> {
 
 impl HookObserver for Sealer<'_> {
     fn before(&mut self, phase: &str, name: &str, file: &Path) -> anyhow::Result<()> {
-        let sha = keys::file_digest(file);
+        let sha = crate::digest::path_digest(file);
         self.cache.push(&Step::Hook {
             phase,
             name,
@@ -883,7 +884,7 @@ fn base_components(
     c.insert("arch".into(), plan.arch.clone());
     c.insert("tool".into(), tool_digest());
     if let Some(lock) = &cli.lockfile {
-        c.insert("lockfile".into(), keys::file_digest(lock));
+        c.insert("lockfile".into(), crate::digest::path_digest(lock));
     }
     for (k, v) in host_versions(TREE_TOOLS) {
         c.insert(format!("host {k}"), v);
@@ -912,13 +913,13 @@ fn output_components(plan: &Plan, cli: &Cli, graph: Option<&Graph>, hooks: &Path
     c.insert("options".into(), opts);
     c.insert(
         "block-device".into(),
-        graph.map_or_else(String::new, |g| keys::digest(&[format!("{g:?}")])),
+        graph.map_or_else(String::new, |g| crate::digest::fields(&[format!("{g:?}")])),
     );
     for phase in LATE_PHASES {
         for name in list_hooks(hooks, phase) {
             c.insert(
                 format!("hook {phase}/{name}"),
-                keys::file_digest(&hooks.join(phase).join(&name)),
+                crate::digest::path_digest(&hooks.join(phase).join(&name)),
             );
         }
     }
@@ -932,7 +933,7 @@ fn output_components(plan: &Plan, cli: &Cli, graph: Option<&Graph>, hooks: &Path
 /// change what a build does.
 fn tool_digest() -> String {
     let exe = std::env::current_exe()
-        .map(|p| keys::file_digest(&p))
+        .map(|p| crate::digest::path_digest(&p))
         .unwrap_or_else(|e| format!("unknown: {e}"));
     let helpers = [
         crate::paths::lib_dir(),
@@ -946,7 +947,7 @@ fn tool_digest() -> String {
             fields.push(digest);
         }
     }
-    keys::digest(&fields)
+    crate::digest::fields(&fields)
 }
 
 /// Every file below `dir`, relative path → content digest, sorted.
@@ -1009,7 +1010,7 @@ fn scan_hooks(dir: &Path) -> anyhow::Result<HookTree> {
                 HookChange::File {
                     path: rel.clone(),
                     mode: m.mode() & 0o7777,
-                    sha256: keys::file_digest(&p),
+                    sha256: crate::digest::path_digest(&p),
                 }
             };
             out.insert(rel, entry);

@@ -7,7 +7,8 @@ use anyhow::{Context, bail};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::host::{Journal, log, mount};
+use crate::host::{Journal, mount};
+use crate::log;
 
 const JOURNAL: &str = "teardown.journal";
 const PID: &str = "pid";

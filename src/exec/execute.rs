@@ -5,15 +5,16 @@
 use anyhow::Context;
 use std::time::Instant;
 
-use super::UsageError;
 use super::builddir::{self, BuildDir};
 use super::disk;
 use super::phase_cache::{self, Done, PhaseCache, Sealer, Start};
 use crate::blockdev::Graph;
 use crate::blockdev::fill::Repro;
 use crate::cli::Cli;
+use crate::error::UsageError;
 use crate::hooks::{BuildDirs, PhaseRunner, Place};
-use crate::host::{Journal, log};
+use crate::host::Journal;
+use crate::log;
 use crate::output::container::{self, ImageMeta};
 use crate::output::{self, Pending, convert, manifest, tarball};
 use crate::plan::Plan;

@@ -15,7 +15,6 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::UsageError;
 use crate::blockdev::fill::{self, FsSpec, Repro};
 use crate::blockdev::fstab::{self, FsFacts};
 use crate::blockdev::partition::{self, Disk as DiskGeom};
@@ -23,7 +22,9 @@ use crate::blockdev::{
     self, ConfigSource, Graph, LegacyRootOptions, LoadOptions, SizeOptions, Spec,
 };
 use crate::cli::Cli;
-use crate::host::{Cmd, Entry, Journal, log, loopdev, mount};
+use crate::error::UsageError;
+use crate::host::{Cmd, Entry, Journal, loopdev, mount};
+use crate::log;
 use crate::plan::Plan;
 
 /// A disk being built.
