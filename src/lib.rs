@@ -25,5 +25,6 @@ pub mod lock;
 pub mod log;
 pub mod output;
 pub mod paths;
+pub mod phase;
 pub mod plan;
 pub mod rootfs;

@@ -10,22 +10,9 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const PHASES: &[&str] = &[
-    "root.d",
-    "extra-data.d",
-    "pre-install.d",
-    "install.d",
-    "post-install.d",
-    "post-root.d",
-    "pre-finalise.d",
-    "finalise.d",
-    "cleanup.d",
-];
-
 fn main() {
     let args = Arguments::from_args();
-    let mut tests: Vec<Trial> = PHASES
-        .iter()
+    let mut tests: Vec<Trial> = dib::phase::hook_dirs()
         .map(|phase| {
             trial(
                 &format!("failing_hook_in_{phase}"),
@@ -58,7 +45,14 @@ fn failing_hook(phase: &str) -> Result<(), Failed> {
     let s = Scratch::new("dib-create-faults-");
     s.element("fails", phase, "echo about to fail; exit 3");
     let out = s.path().join("img");
-    let o = tar_build(&s, &out).args(["fake-os", "fails"]).output()?;
+    // A disk output too, so that block-device.d runs and a failure with a
+    // loop device attached is covered.
+    let o = s
+        .command()
+        .args(["-n", "-t", "tar,raw", "-o"])
+        .arg(&out)
+        .args(["fake-os", "block-device-mbr", "fails"])
+        .output()?;
     let err = String::from_utf8_lossy(&o.stderr);
     if o.status.code() != Some(1) {
         return Err(format!(
@@ -77,7 +71,7 @@ fn failing_hook(phase: &str) -> Result<(), Failed> {
             .into());
         }
     }
-    s.assert_nothing_left(&[out.with_extension("tar")])
+    s.assert_nothing_left(&[out.with_extension("tar"), out.with_extension("raw")])
 }
 
 fn sigint_during_install() -> Result<(), Failed> {

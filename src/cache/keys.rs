@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::element::hooks as element_hooks;
-use crate::hooks::PHASES;
 
 /// Named input digests of the base key.
 pub type Components = BTreeMap<String, String>;
@@ -126,7 +125,7 @@ pub fn element_components(
             if top == "tests" || (rest.is_none() && top.starts_with("README")) {
                 return;
             }
-            let is_phase = PHASES.iter().any(|(p, _)| *p == top);
+            let is_phase = crate::phase::hook_dirs().any(|p| p == top);
             if let (true, Some(file)) = (is_phase, rest)
                 && !file.contains('/')
                 && element_hooks::is_hook_name(file)

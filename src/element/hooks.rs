@@ -8,20 +8,6 @@ use std::path::{Path, PathBuf};
 
 use super::error::ElementError;
 
-/// The hook phase directories, in the order they run.
-pub const PHASES: [&str; 10] = [
-    "root.d",
-    "extra-data.d",
-    "pre-install.d",
-    "install.d",
-    "post-install.d",
-    "post-root.d",
-    "block-device.d",
-    "pre-finalise.d",
-    "finalise.d",
-    "cleanup.d",
-];
-
 /// The directory of environment files sourced before each phase.
 pub const ENVIRONMENT_DIR: &str = "environment.d";
 
@@ -38,7 +24,7 @@ pub fn collect_hooks(
     elements: &[(String, PathBuf)],
 ) -> Result<BTreeMap<String, Vec<PathBuf>>, ElementError> {
     let mut out = BTreeMap::new();
-    for phase in PHASES {
+    for phase in crate::phase::hook_dirs() {
         let entries = merged_entries(elements, phase)?;
         let hooks = entries
             .into_iter()
@@ -314,7 +300,7 @@ mod tests {
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["foo", "9-x", "50-b", "60-link"]);
-        assert_eq!(hooks.len(), PHASES.len());
+        assert_eq!(hooks.len(), crate::phase::hook_dirs().count());
         assert!(hooks["root.d"].is_empty());
     }
 

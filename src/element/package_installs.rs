@@ -13,7 +13,6 @@ use super::pkgmap::{PkgMap, Target};
 use crate::log;
 
 /// The phases package-installs runs in (its hooks sit in these directories).
-pub const PACKAGE_PHASES: [&str; 3] = ["pre-install.d", "install.d", "post-install.d"];
 
 /// The keys a package entry may have.
 const KNOWN_KEYS: [&str; 8] = [
@@ -74,7 +73,7 @@ struct Requests {
 }
 
 /// Computes the per-phase package lists for `elements` (in order). Every phase
-/// of [`PACKAGE_PHASES`] is present in the result.
+/// of [`crate::phase::package_phases`] is present in the result.
 pub fn compute(
     elements: &[(String, PathBuf)],
     ctx: &Context,
@@ -293,13 +292,15 @@ impl FileCtx<'_> {
         let phase = self
             .string(package, opts, "phase")?
             .unwrap_or_else(|| "install.d".to_owned());
-        if PACKAGE_PHASES.contains(&phase.as_str()) {
+        if crate::phase::package_phases().any(|p| p == phase) {
             Ok(phase)
         } else {
             Err(self.error(format!(
                 "package {package}: phase {phase} is not one where packages are installed; \
                  use one of {}",
-                PACKAGE_PHASES.join(", ")
+                crate::phase::package_phases()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )))
         }
     }
@@ -412,8 +413,7 @@ fn apply_pkg_maps(
             _ => vec![r.package.clone()],
         }
     };
-    let mut out: BTreeMap<String, PhaseLists> = PACKAGE_PHASES
-        .iter()
+    let mut out: BTreeMap<String, PhaseLists> = crate::phase::package_phases()
         .map(|p| (p.to_string(), PhaseLists::default()))
         .collect();
     for r in &requests.install {

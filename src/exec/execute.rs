@@ -17,6 +17,7 @@ use crate::host::Journal;
 use crate::log;
 use crate::output::container::{self, ImageMeta};
 use crate::output::{self, Pending, convert, manifest, tarball};
+use crate::phase::{Phase, Stage};
 use crate::plan::Plan;
 use crate::rootfs::{binfmt, chroot};
 use std::path::Path;
@@ -272,37 +273,55 @@ impl Build<'_, '_> {
     /// root.d to post-root.d: the tree is built (or restored from the
     /// phase cache up to `start`, then finished).
     fn root_phases(&mut self, start: &Start) -> anyhow::Result<()> {
-        self.phase("root.d", start)?;
-        check_root_exists(&self.dirs.target)?;
-        self.lock.after_phase("root.d", &self.dirs.target)?;
-        self.phase("extra-data.d", start)?;
-        let first = chroot::enter(self.journal, &self.dirs.target, &self.dirs.hooks)?;
-        self.chroot_up = true;
-        for phase in ["pre-install.d", "install.d"] {
-            self.phase(phase, start)?;
+        let mut chroot = None;
+        for phase in crate::phase::stage(Stage::Tree) {
+            // The chroot goes up before the first chroot phase and stays up
+            // to the end of the tree stage (post-root.d hooks may use it).
+            if phase.place() == Place::Chroot && chroot.is_none() {
+                chroot = Some(chroot::enter(
+                    self.journal,
+                    &self.dirs.target,
+                    &self.dirs.hooks,
+                )?);
+                self.chroot_up = true;
+            }
+            match phase {
+                Phase::Extra => self.extra_packages(start)?,
+                p => self.phase(p.name(), start)?,
+            }
+            if phase == Phase::Root {
+                check_root_exists(&self.dirs.target)?;
+            }
             self.lock.after_phase(phase, &self.dirs.target)?;
+            if phase == Phase::PostInstall {
+                self.capture_packages(start)?;
+            }
         }
-        self.extra_packages(start)?;
-        self.lock.after_phase("extra", &self.dirs.target)?;
-        self.phase("post-install.d", start)?;
-        self.lock.after_phase("post-install.d", &self.dirs.target)?;
+        if let Some(c) = &mut self.cache {
+            c.finish_tree(self.journal, true, self.cli, self.graph)?;
+        }
+        self.chroot_up = false;
+        match chroot {
+            Some(first) => self.journal.undo_until(&first),
+            None => Ok(()),
+        }
+    }
+
+    /// The tree's packages, for the manifest and SBOM: read now, while the
+    /// apt lists that carry each package's hash are there, or taken from
+    /// the restored snapshot that already read them.
+    fn capture_packages(&mut self, start: &Start) -> anyhow::Result<()> {
         self.packages = match start {
             Start::Resume {
                 packages: Some(p), ..
             } if start.done_in("post-install.d") == Done::All => p.clone(),
-            // Now, while the apt lists that carry each package's hash are there.
             _ => manifest::capture(&self.dirs.target)?,
         };
         if let Some(c) = &mut self.cache {
             // Snapshots from here on carry the package list.
             c.packages = Some(self.packages.clone());
         }
-        self.phase("post-root.d", start)?;
-        if let Some(c) = &mut self.cache {
-            c.finish_tree(self.journal, true, self.cli, self.graph)?;
-        }
-        self.chroot_up = false;
-        self.journal.undo_until(&first)
+        Ok(())
     }
 
     /// Runs the hooks of `phase` the restored tree does not hold yet; with

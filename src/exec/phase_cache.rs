@@ -36,27 +36,9 @@ use crate::host::mount::{self, Source};
 use crate::log;
 use crate::output::Pending;
 use crate::output::manifest::Package;
+use crate::phase::{Phase, Stage};
 use crate::plan::Plan;
 use crate::rootfs::chroot;
-
-/// The root phases in order, with `extra` for the `-p` packages.
-pub const ROOT_STEPS: &[&str] = &[
-    "root.d",
-    "extra-data.d",
-    "pre-install.d",
-    "install.d",
-    "extra",
-    "post-install.d",
-    "post-root.d",
-];
-
-/// Phases after the tree is done: their hooks are inputs of the outputs.
-const LATE_PHASES: &[&str] = &[
-    "block-device.d",
-    "pre-finalise.d",
-    "finalise.d",
-    "cleanup.d",
-];
 
 /// Host packages whose version can change the tree (bootstrap, foreign
 /// architectures) or the outputs (filesystem and image tools).
@@ -101,12 +83,7 @@ impl Start {
         else {
             return Done::None;
         };
-        let idx = |s: &str| {
-            ROOT_STEPS
-                .iter()
-                .position(|p| *p == s)
-                .unwrap_or(usize::MAX)
-        };
+        let idx = |s: &str| Phase::from_name(s).map_or(usize::MAX, |p| p as usize);
         match idx(step).cmp(&idx(phase)) {
             std::cmp::Ordering::Less => Done::All,
             std::cmp::Ordering::Equal => Done::Some(*position),
@@ -230,8 +207,9 @@ impl PhaseCache {
         let mut key = base.clone();
         let mut trail = Vec::new();
         let mut found: Vec<SnapMeta> = Vec::new();
-        for step in ROOT_STEPS {
-            if *step == "extra" {
+        for phase in crate::phase::stage(Stage::Tree) {
+            let step = phase.name();
+            if phase == Phase::Extra {
                 if extra.is_empty() {
                     continue;
                 }
@@ -915,7 +893,7 @@ fn output_components(plan: &Plan, cli: &Cli, graph: Option<&Graph>, hooks: &Path
         "block-device".into(),
         graph.map_or_else(String::new, |g| crate::digest::fields(&[format!("{g:?}")])),
     );
-    for phase in LATE_PHASES {
+    for phase in crate::phase::stage(Stage::Late).map(Phase::name) {
         for name in list_hooks(hooks, phase) {
             c.insert(
                 format!("hook {phase}/{name}"),

@@ -20,34 +20,11 @@ use crate::rootfs::chroot::IN_TARGET;
 pub const CHROOT_PATH: &str =
     "/tmp/in_target.d/dib-create/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Where a phase's hooks run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Place {
-    Outside,
-    Chroot,
-}
+pub use crate::phase::Place;
 
-/// Every phase, in order, and where it runs (DIB's table).
-pub const PHASES: &[(&str, Place)] = &[
-    ("root.d", Place::Outside),
-    ("extra-data.d", Place::Outside),
-    ("pre-install.d", Place::Chroot),
-    ("install.d", Place::Chroot),
-    ("post-install.d", Place::Chroot),
-    ("post-root.d", Place::Outside),
-    ("block-device.d", Place::Outside),
-    ("pre-finalise.d", Place::Outside),
-    ("finalise.d", Place::Chroot),
-    ("cleanup.d", Place::Outside),
-];
-
-/// Where `phase` runs.
+/// Where `phase` (a hook directory) runs.
 pub fn place_of(phase: &str) -> Place {
-    PHASES
-        .iter()
-        .find(|(p, _)| *p == phase)
-        .map(|(_, w)| *w)
-        .unwrap_or(Place::Outside)
+    crate::phase::Phase::from_name(phase).map_or(Place::Outside, |p| p.place())
 }
 
 /// A hook that failed: what a user needs to find and fix it.
@@ -442,7 +419,7 @@ mod tests {
 
     #[test]
     fn phases_in_dib_order() {
-        let names: Vec<_> = PHASES.iter().map(|(p, _)| *p).collect();
+        let names: Vec<_> = crate::phase::hook_dirs().collect();
         assert_eq!(names.first(), Some(&"root.d"));
         assert_eq!(names.last(), Some(&"cleanup.d"));
         assert_eq!(place_of("install.d"), Place::Chroot);

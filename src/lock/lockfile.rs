@@ -8,39 +8,7 @@ use std::path::Path;
 
 pub const VERSION: &str = "1";
 
-/// Where in the build a package first appeared.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Phase {
-    Bootstrap,
-    PreInstall,
-    Install,
-    Extra,
-    PostInstall,
-}
-
-impl Phase {
-    pub const ALL: [Phase; 5] = [
-        Phase::Bootstrap,
-        Phase::PreInstall,
-        Phase::Install,
-        Phase::Extra,
-        Phase::PostInstall,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Bootstrap => "bootstrap",
-            Phase::PreInstall => "pre-install.d",
-            Phase::Install => "install.d",
-            Phase::Extra => "extra",
-            Phase::PostInstall => "post-install.d",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Phase> {
-        Phase::ALL.into_iter().find(|p| p.as_str() == s)
-    }
-}
+pub use crate::phase::Phase;
 
 /// The header paragraph.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -181,12 +149,13 @@ impl Lockfile {
         let mut seen = BTreeMap::new();
         for p in rest {
             let phase_s = need(p, "Phase")?;
-            let phase = Phase::parse(&phase_s)
+            let phase = Phase::from_lock_name(&phase_s)
                 .ok_or_else(|| bad(p.line, format!("unknown Phase {phase_s}")))?;
             let removed = match p.get("Removed") {
                 None => None,
                 Some(s) => Some(
-                    Phase::parse(s).ok_or_else(|| bad(p.line, format!("unknown Removed {s}")))?,
+                    Phase::from_lock_name(s)
+                        .ok_or_else(|| bad(p.line, format!("unknown Removed {s}")))?,
                 ),
             };
             let sha256 = need(p, "SHA256")?.to_ascii_lowercase();
@@ -256,9 +225,9 @@ impl Lockfile {
             para.set("Package", &p.name);
             para.set("Version", &p.version);
             para.set("Architecture", &p.arch);
-            para.set("Phase", p.phase.as_str());
+            para.set("Phase", p.phase.lock_label());
             if let Some(r) = p.removed {
-                para.set("Removed", r.as_str());
+                para.set("Removed", r.lock_label());
             }
             para.set("Filename", &p.filename);
             para.set("URL", &p.url);
@@ -287,7 +256,7 @@ impl Lockfile {
     pub fn bootstrap_key(&self) -> String {
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
-        for p in self.packages.iter().filter(|p| p.phase == Phase::Bootstrap) {
+        for p in self.packages.iter().filter(|p| p.phase == Phase::Root) {
             h.update(format!(
                 "{} {} {} {}\n",
                 p.name, p.version, p.arch, p.sha256
@@ -362,7 +331,15 @@ pub fn diff(old: &Lockfile, new: &Lockfile) -> Diff {
             d.header.push(format!("{name}: {o} -> {n}"));
         }
     }
-    let label = |p: &Package| format!("{}:{} {} ({})", p.name, p.arch, p.version, p.phase.as_str());
+    let label = |p: &Package| {
+        format!(
+            "{}:{} {} ({})",
+            p.name,
+            p.arch,
+            p.version,
+            p.phase.lock_label()
+        )
+    };
     for (k, p) in &b {
         match a.get(k) {
             None => d.added.push(label(p)),
@@ -381,12 +358,12 @@ pub fn diff(old: &Lockfile, new: &Lockfile) -> Diff {
                 if o.phase != p.phase {
                     what.push(format!(
                         "phase {} -> {}",
-                        o.phase.as_str(),
-                        p.phase.as_str()
+                        o.phase.lock_label(),
+                        p.phase.lock_label()
                     ));
                 }
                 if o.removed != p.removed {
-                    let r = |x: Option<Phase>| x.map_or("kept", Phase::as_str);
+                    let r = |x: Option<Phase>| x.map_or("kept", Phase::lock_label);
                     what.push(format!("removed {} -> {}", r(o.removed), r(p.removed)));
                 }
                 if !what.is_empty() {
@@ -438,7 +415,7 @@ mod tests {
             },
             packages: vec![
                 pkg("tree", "2.1.0-1", Phase::Install),
-                pkg("apt", "2.6.1", Phase::Bootstrap),
+                pkg("apt", "2.6.1", Phase::Root),
                 pkg("file", "1:5.44-3", Phase::PostInstall),
             ],
         };

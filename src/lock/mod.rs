@@ -179,20 +179,16 @@ impl Session {
     /// `extra` for `-p`, `post-install.d`) with the tree at `target`.
     /// Recording snapshots dpkg; after post-install.d it writes the lockfile,
     /// or, in a locked build, checks the installed set against it.
-    pub fn after_phase(&mut self, phase: &str, target: &Path) -> anyhow::Result<()> {
-        let phase = match phase {
-            "root.d" => Phase::Bootstrap,
-            "pre-install.d" => Phase::PreInstall,
-            "install.d" => Phase::Install,
-            "extra" => Phase::Extra,
-            "post-install.d" => Phase::PostInstall,
-            _ => return Ok(()),
-        };
+    pub fn after_phase(&mut self, phase: Phase, target: &Path) -> anyhow::Result<()> {
+        if phase.lock_name().is_none() {
+            return Ok(());
+        }
         match &mut self.mode {
             Mode::Off => Ok(()),
             Mode::Record { out, old, rec } => {
-                rec.snapshot(phase, target)
-                    .with_context(|| format!("recording the packages after {}", phase.as_str()))?;
+                rec.snapshot(phase, target).with_context(|| {
+                    format!("recording the packages after {}", phase.lock_label())
+                })?;
                 harvest(&self.cache, target);
                 if phase != Phase::PostInstall {
                     return Ok(());

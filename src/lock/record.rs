@@ -434,7 +434,7 @@ mod tests {
         };
         let mut rec = Recorder::default();
         status(&[("a", "1")]);
-        rec.snapshot(Phase::Bootstrap, r).unwrap();
+        rec.snapshot(Phase::Root, r).unwrap();
         status(&[("a", "2"), ("b", "1"), ("c", "1")]);
         rec.snapshot(Phase::Install, r).unwrap();
         status(&[("a", "2"), ("b", "1")]);
@@ -448,7 +448,7 @@ mod tests {
         assert_eq!(
             got,
             [
-                ("a", "2", Phase::Bootstrap, None),
+                ("a", "2", Phase::Root, None),
                 ("b", "1", Phase::Install, None),
                 ("c", "1", Phase::Install, Some(Phase::PostInstall)),
             ]

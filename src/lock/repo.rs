@@ -184,7 +184,7 @@ mod tests {
                 name: "hello".into(),
                 version: "1.0-1".into(),
                 arch: "all".into(),
-                phase: Phase::Bootstrap,
+                phase: Phase::Root,
                 filename: "pool/main/h/hello/hello_1.0-1_all.deb".into(),
                 url: "http://example/hello.deb".into(),
                 sha256: sha.clone(),

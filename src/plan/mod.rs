@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::cli::Cli;
-use crate::element::package_installs::{self, PACKAGE_PHASES};
+use crate::element::package_installs;
 use crate::element::{self, ElementError, envd};
 
 /// Packages a phase installs and removes (already pkg-mapped).
@@ -177,7 +177,7 @@ fn packages(
             (phase, p)
         })
         .collect();
-    debug_assert!(PACKAGE_PHASES.iter().all(|p| out.contains_key(*p)));
+    debug_assert!(crate::phase::package_phases().all(|p| out.contains_key(p)));
     let mut extra = PhasePackages::default();
     for p in cli.extra_packages() {
         if !extra.install.contains(&p) {

@@ -22,7 +22,7 @@ pub fn render_text(plan: &Plan) -> String {
         let _ = writeln!(s, "  {}", f.display());
     }
     let _ = writeln!(s, "\nhooks:");
-    for phase in crate::element::PHASES {
+    for phase in crate::phase::hook_dirs() {
         let hooks = plan.hooks.get(phase).map(Vec::as_slice).unwrap_or(&[]);
         let _ = writeln!(s, "  {phase} ({})", hooks.len());
         for h in hooks {
@@ -30,11 +30,9 @@ pub fn render_text(plan: &Plan) -> String {
         }
     }
     let _ = writeln!(s, "\npackages:");
-    let phases = crate::element::package_installs::PACKAGE_PHASES
-        .iter()
-        .chain(&[super::EXTRA_PACKAGES]);
+    let phases = crate::phase::package_phases().chain([super::EXTRA_PACKAGES]);
     for phase in phases {
-        let Some(p) = plan.packages.get(*phase) else {
+        let Some(p) = plan.packages.get(phase) else {
             continue;
         };
         let _ = writeln!(s, "  {phase:<15} install   [{}]", p.install.join(" "));
