@@ -12,6 +12,7 @@
 //! - [`lock`]: lockfiles (record, build locked, diff);
 //! - [`host`]: the only layer that touches the host.
 
+pub mod arch;
 pub mod blockdev;
 pub mod cache;
 pub mod cli;
@@ -26,5 +27,6 @@ pub mod log;
 pub mod output;
 pub mod paths;
 pub mod phase;
+pub mod pkgdb;
 pub mod plan;
 pub mod rootfs;

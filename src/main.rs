@@ -13,10 +13,6 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    if let Err(e) = dib::exec::prepare_process(&cli) {
-        eprintln!("dib-create: error: {}", dib::exec::render_error(&e));
-        return ExitCode::from(1);
-    }
     match dib::exec::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

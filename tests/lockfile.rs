@@ -153,7 +153,7 @@ fn lock_then_build_locked() -> Result<(), Failed> {
         .args(["./var/lib/dpkg/status", "./etc/apt"]);
     run_ok(x)?;
     let status = std::fs::read_to_string(tree.join("var/lib/dpkg/status"))?;
-    let installed = dib::lock::record::parse_status(&status);
+    let installed = dib::pkgdb::dpkg::parse_status(&status);
     let locked = dib::lock::lockfile::Lockfile::read(&lock)?;
     let want: std::collections::BTreeMap<_, _> = locked
         .installed()

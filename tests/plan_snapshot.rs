@@ -37,6 +37,7 @@ impl Tree {
             .env("HOME", self.root.join("home"))
             .env("ELEMENTS_PATH", self.elements())
             .env("DIB_CREATE_DATA_DIR", self.root.join("data"))
+            .current_dir(&self.root)
             .args(args);
         c
     }
@@ -52,6 +53,8 @@ fn tree() -> Tree {
     let tmp = tempfile::tempdir().unwrap();
     let root = fs::canonicalize(tmp.path()).unwrap();
     let t = Tree { _tmp: tmp, root };
+    // `-o out/demo` names a file in a directory that must exist.
+    fs::create_dir_all(t.root.join("out")).unwrap();
     t.write("distro/element-provides", "operating-system\n");
     t.write("distro/element-deps", "# the bootstrapper\nbootstrap\n\n");
     t.write(

@@ -44,10 +44,10 @@
 
 pub mod config;
 pub mod error;
-pub mod fill;
 pub mod fstab;
 pub mod graph;
 pub mod ids;
+pub mod mkfs;
 pub mod partition;
 pub mod sfdisk;
 pub mod size;

@@ -30,7 +30,9 @@ fn names(g: &Graph) -> Vec<&str> {
 }
 
 fn shipped(name: &str) -> Graph {
-    let path = crate::paths::blockdev_configs_dir().join(format!("{name}.yaml"));
+    let path = crate::paths::data_dir()
+        .join(crate::paths::BLOCKDEV_CONFIGS)
+        .join(format!("{name}.yaml"));
     load_config(ConfigSource::File(path), &LoadOptions::default()).unwrap()
 }
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::digest::fields as digest;
-use crate::lock::record::Source;
+use crate::pkgdb::Source;
 
 /// The Release file URL of a source: `<uri>/dists/<suite>/InRelease`, or
 /// `<uri>/<suite>InRelease` for a flat repository (suite ending in `/`).

@@ -225,25 +225,6 @@ pub fn split_list(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// The host architecture in dpkg naming.
-pub fn host_arch() -> &'static str {
-    dpkg_arch(std::env::consts::ARCH)
-}
-
-/// Maps uname/rust architecture names to dpkg names, as DIB's `ARCH` expects.
-pub fn dpkg_arch(arch: &str) -> &str {
-    match arch {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "arm" | "armv7l" | "armv7" => "armhf",
-        "i386" | "i686" | "x86" => "i386",
-        "powerpc64le" | "ppc64el" => "ppc64el",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,12 +280,5 @@ mod tests {
     fn mkfs_options_take_hyphen_values() {
         let c = Cli::try_parse_from(["dib-create", "--mkfs-options", "-i 8192", "x"]).unwrap();
         assert_eq!(c.mkfs_options.as_deref(), Some("-i 8192"));
-    }
-
-    #[test]
-    fn arch_names_map_to_dpkg() {
-        assert_eq!(dpkg_arch("x86_64"), "amd64");
-        assert_eq!(dpkg_arch("aarch64"), "arm64");
-        assert_eq!(dpkg_arch("armhf"), "armhf");
     }
 }

@@ -48,17 +48,37 @@ pub fn source_environment_in(
     cwd: &Path,
     chroot: Option<&Path>,
 ) -> Result<BTreeMap<String, String>, ElementError> {
-    let mut cmd = Cmd::new("sourcing environment.d files", "bash")
+    read_result(command(files, base, cwd, chroot).run_here(), base)
+}
+
+/// The bash command that sources `files` from `base` and dumps the result
+/// (stdout captured); run it with any host, then hand the outcome to
+/// [`read_result`].
+pub fn command(
+    files: &[PathBuf],
+    base: &BTreeMap<String, String>,
+    cwd: &Path,
+    chroot: Option<&Path>,
+) -> Cmd {
+    let cmd = Cmd::new("sourcing environment.d files", "bash")
         .args(["-c", SOURCE_SCRIPT, "dib-create-environment"])
         .args(files)
         .env_clear()
-        .envs(base);
-    cmd = match chroot {
+        .envs(base)
+        .capture();
+    match chroot {
         Some(root) => cmd.chroot(root),
         None => cmd.cwd(cwd),
-    };
-    let out = cmd.read_bytes().map_err(failure_naming_file)?;
-    Ok(parse_env_dump(&out, base))
+    }
+}
+
+/// The environment a [`command`] run left, or an error naming the file that failed.
+pub fn read_result(
+    run: Result<crate::host::Output, CmdError>,
+    base: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, ElementError> {
+    let out = run.map_err(failure_naming_file)?;
+    Ok(parse_env_dump(&out.stdout, base))
 }
 
 /// Turns a failed bash run into an error that names the environment file.

@@ -41,11 +41,7 @@ pub fn initial_elements(user: &[String], no_base: bool, arch: &str) -> Vec<Strin
     let has_block_device = out.iter().any(|e| e.starts_with("block-device-"));
     if has_vm && !has_block_device {
         // Kept for DIB compatibility: vm used to carry the default layout.
-        let default = if matches!(arch, "arm64" | "aarch64") {
-            "block-device-efi"
-        } else {
-            "block-device-mbr"
-        };
+        let default = crate::arch::Arch::parse(arch).map_or("block-device-mbr", |a| a.vm_layout);
         out.push(default.to_owned());
     }
     if !no_base && !out.iter().any(|e| e == "base") {

@@ -178,7 +178,7 @@ mod tests {
     fn stale_dir_is_cleaned() {
         let root = tempfile::tempdir().unwrap();
         let b = BuildDir::create(root.path(), "x").unwrap();
-        Journal::create(b.journal_path()).unwrap();
+        Journal::create(b.journal_path(), Box::new(crate::host::RealHost)).unwrap();
         // A pid that cannot be running.
         fs::write(b.path.join(PID), "4194304999").unwrap();
         cleanup_stale(root.path());

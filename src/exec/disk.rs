@@ -6,7 +6,7 @@
 //! hooks see `IMAGE_BLOCK_DEVICE` (a bootloader installs into the real disk's
 //! boot area). finalise.d then runs on the staging tree, and only afterwards is
 //! each filesystem built from that tree (`mke2fs -d` and friends, see
-//! [`crate::blockdev::fill`]). The tree is copied once, by mkfs, and never
+//! [`super::fill`]). The tree is copied once, by mkfs, and never
 //! through a read-write kernel mount, which keeps the bytes reproducible.
 
 use anyhow::{Context, bail};
@@ -15,17 +15,15 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::blockdev::fill::{self, FsSpec, Repro};
+use super::fill;
 use crate::blockdev::fstab::{self, FsFacts};
+use crate::blockdev::mkfs::{self, FsSpec, Repro};
 use crate::blockdev::partition::{self, Disk as DiskGeom};
-use crate::blockdev::{
-    self, ConfigSource, Graph, LegacyRootOptions, LoadOptions, SizeOptions, Spec,
-};
-use crate::cli::Cli;
+use crate::blockdev::{Graph, Spec};
 use crate::error::UsageError;
-use crate::host::{Cmd, Entry, Journal, loopdev, mount};
+use crate::host::{Capabilities, Cmd, Entry, Journal, mount};
 use crate::log;
-use crate::plan::Plan;
+use crate::plan::DiskPlan;
 
 /// A disk being built.
 pub struct Disk {
@@ -40,122 +38,6 @@ pub struct Disk {
     /// Label, UUID and type of each mkfs node.
     pub facts: BTreeMap<String, FsFacts>,
     pub size: u64,
-}
-
-/// Where the config comes from, in DIB's order.
-pub fn config_source(plan: &Plan) -> ConfigSource {
-    if let Some(v) = plan
-        .hook_env
-        .get("DIB_BLOCK_DEVICE_CONFIG")
-        .filter(|v| !v.trim().is_empty())
-    {
-        return ConfigSource::Env(v.clone());
-    }
-    plan.elements
-        .iter()
-        .find_map(|e| blockdev::find_element_config(&plan.element_paths[e], &plan.arch))
-        .map_or(ConfigSource::Default, ConfigSource::File)
-}
-
-/// The options outside the YAML: DIB's legacy root settings.
-pub fn load_options(plan: &Plan, cli: &Cli) -> LoadOptions {
-    let env = &plan.resolved_env;
-    LoadOptions {
-        root: LegacyRootOptions {
-            fs_type: env
-                .get("DIB_ROOT_FSTYPE")
-                .cloned()
-                .unwrap_or_else(|| "ext4".into()),
-            label: cli
-                .root_label
-                .clone()
-                .or_else(|| env.get("DIB_ROOT_LABEL").cloned()),
-            mkfs_options: cli.mkfs_options.clone(),
-            journal_size_mib: cli
-                .mkfs_journal_size
-                .unwrap_or(blockdev::size::DEFAULT_JOURNAL_MIB),
-            max_online_resize: cli.max_online_resize.map(|n| n.to_string()),
-        },
-        block_size: env.get("DIB_BLOCK_SIZE").and_then(|v| v.parse().ok()),
-    }
-}
-
-/// The `block_device` key of `--dry-run`: nodes in creation order and the
-/// image size. The tree does not exist yet, so the size is the one for an
-/// empty tree (or the --image-size / local_loop size when given); the build
-/// recomputes it from the real tree.
-pub fn dry_run_value(plan: &Plan, cli: &Cli) -> anyhow::Result<Option<serde_json::Value>> {
-    if !plan.outputs.iter().any(|o| is_disk_type(&o.kind)) {
-        return Ok(None);
-    }
-    let graph = blockdev::load_config(config_source(plan), &load_options(plan, cli))
-        .map_err(|e| UsageError(e.to_string()))?;
-    let size = match graph.local_loops().find_map(|l| l.size) {
-        Some(s) => s,
-        None => blockdev::compute_image_size(0, &size_options(cli), &graph),
-    };
-    let mut v = blockdev::dry_run_json(&graph, size);
-    v["source"] = serde_json::json!(graph.source());
-    Ok(Some(v))
-}
-
-/// Output types that are disk images (qemu-img formats).
-pub const DISK_TYPES: &[&str] = &["raw", "qcow2", "vhd", "vpc", "vmdk", "vdi", "vhdx", "qed"];
-
-pub fn is_disk_type(kind: &str) -> bool {
-    DISK_TYPES.contains(&kind)
-}
-
-fn size_options(cli: &Cli) -> SizeOptions {
-    SizeOptions {
-        image_size_gib: cli.image_size,
-        image_extra_size_mib: cli.image_extra_size,
-        journal_size_mib: cli.mkfs_journal_size,
-    }
-}
-
-/// Reads and checks the block-device config; bad configs are bad input.
-pub fn load_graph(plan: &Plan, cli: &Cli) -> anyhow::Result<Graph> {
-    let graph = blockdev::load_config(config_source(plan), &load_options(plan, cli))
-        .map_err(|e| UsageError(e.to_string()))?;
-    check_buildable(&graph)?;
-    Ok(graph)
-}
-
-/// What the block-device layer cannot do on this host or yet at all.
-fn check_buildable(graph: &Graph) -> anyhow::Result<()> {
-    if graph.uses_lvm() && !Path::new("/dev/mapper/control").exists() {
-        return Err(UsageError(
-            "this block-device config uses LVM, which needs device-mapper, and this kernel has none \
-             (/dev/mapper/control is missing); choose a layout without LVM, e.g. block-device-gpt or block-device-efi"
-                .into(),
-        )
-        .into());
-    }
-    if graph.uses_lvm() {
-        return Err(UsageError("building LVM layouts is not implemented yet".into()).into());
-    }
-    if graph.local_loops().count() != 1 {
-        return Err(UsageError(
-            "block-device configs with more than one local_loop image are not supported yet".into(),
-        )
-        .into());
-    }
-    Ok(())
-}
-
-/// The image size DIB would compute from the tree (`--image-size` wins).
-pub fn image_size(graph: &Graph, cli: &Cli, tree: &Path) -> anyhow::Result<u64> {
-    let opts = size_options(cli);
-    let explicit = graph.local_loops().find_map(|l| l.size);
-    let size = match explicit {
-        Some(s) => s,
-        None => blockdev::compute_image_size(tree_bytes(tree)?, &opts, graph),
-    };
-    graph
-        .check_fits(size)
-        .map_err(|e| UsageError(e.to_string()))?;
-    Ok(size)
 }
 
 /// The tree's size, from its content alone: each regular file rounded up to
@@ -209,6 +91,18 @@ fn entry_bytes(meta: &fs::Metadata) -> u64 {
     }
 }
 
+/// The image size for the tree at `tree` (`--image-size` or the config's
+/// size win); a size the partitions do not fit is bad input.
+pub fn image_size(disk: &DiskPlan, tree: &Path) -> anyhow::Result<u64> {
+    let explicit = disk.graph.local_loops().find_map(|l| l.size);
+    let bytes = match explicit {
+        Some(_) => 0,
+        None => tree_bytes(tree)?,
+    };
+    disk.image_size(bytes)
+        .map_err(|e| UsageError(e.to_string()).into())
+}
+
 /// Creates the raw image, its partition table and the loop device.
 pub fn create(
     graph: &Graph,
@@ -237,12 +131,10 @@ pub fn create(
         raw.display(),
         size >> 20
     ));
-    let loop_dev = loopdev::attach(&raw, 0, None)?;
-    let loop_entry = Entry::Loop(loop_dev.clone());
-    journal.record(loop_entry.clone())?;
+    let (loop_dev, loop_entry) = journal.attach_loop(&raw)?;
     let mut devices = BTreeMap::from([(image_node.clone(), loop_dev.clone())]);
     if !extents.is_empty() {
-        let nodes = loopdev::add_partitions(&loop_dev)?;
+        let nodes = journal.host().add_partitions(&loop_dev)?;
         for e in &extents {
             // By number, not position: logical MBR partitions start at 5.
             let suffix = format!("p{}", e.number);
@@ -277,7 +169,7 @@ fn fat_ids_as_blkid_shows_them(
 ) -> anyhow::Result<BTreeMap<String, FsFacts>> {
     for f in facts.values_mut().filter(|f| f.fstype == "vfat") {
         if let Some(u) = &f.uuid {
-            f.uuid = Some(fill::vfat_uuid_display(u)?);
+            f.uuid = Some(mkfs::vfat_uuid_display(u)?);
         }
     }
     Ok(facts)
@@ -307,7 +199,11 @@ fn write_tables(
 /// `DIB_ROOT_PARTUUID` (ours): firmware that boots a kernel directly, such as
 /// the Raspberry Pi's, can only name the root by partition UUID, because
 /// nothing reads a filesystem label before the kernel runs.
-pub fn block_device_env(graph: &Graph, disk: &Disk) -> anyhow::Result<Vec<(&'static str, String)>> {
+pub fn block_device_env(
+    journal: &mut Journal,
+    graph: &Graph,
+    disk: &Disk,
+) -> anyhow::Result<Vec<(&'static str, String)>> {
     let all: Vec<String> = disk
         .devices
         .iter()
@@ -317,7 +213,7 @@ pub fn block_device_env(graph: &Graph, disk: &Disk) -> anyhow::Result<Vec<(&'sta
         ("IMAGE_BLOCK_DEVICE", disk.loop_dev.display().to_string()),
         ("IMAGE_BLOCK_DEVICES", format!(" {} ", all.join(" "))),
     ];
-    if let Some(partuuid) = root_partuuid(graph, disk)? {
+    if let Some(partuuid) = root_partuuid(journal, graph, disk)? {
         env.push(("DIB_ROOT_PARTUUID", partuuid));
     }
     Ok(env)
@@ -326,7 +222,11 @@ pub fn block_device_env(graph: &Graph, disk: &Disk) -> anyhow::Result<Vec<(&'sta
 /// The partition UUID of the partition that holds the root filesystem, as
 /// the kernel's `root=PARTUUID=` wants it; None when root is not directly on
 /// a partition (a whole disk, LVM).
-fn root_partuuid(graph: &Graph, disk: &Disk) -> anyhow::Result<Option<String>> {
+fn root_partuuid(
+    journal: &mut Journal,
+    graph: &Graph,
+    disk: &Disk,
+) -> anyhow::Result<Option<String>> {
     let Some((fs_node, _)) = graph.root_filesystem() else {
         return Ok(None);
     };
@@ -340,10 +240,11 @@ fn root_partuuid(graph: &Graph, disk: &Disk) -> anyhow::Result<Option<String>> {
     let Some(dev) = disk.devices.get(base).filter(|_| is_partition) else {
         return Ok(None);
     };
-    let out = Cmd::new("reading the root partition's UUID", "blkid")
-        .args(["-p", "-o", "value", "-s", "PART_ENTRY_UUID"])
-        .arg(dev)
-        .read()?;
+    let out = journal.read(
+        Cmd::new("reading the root partition's UUID", "blkid")
+            .args(["-p", "-o", "value", "-s", "PART_ENTRY_UUID"])
+            .arg(dev),
+    )?;
     let uuid = out.trim();
     Ok((!uuid.is_empty()).then(|| uuid.to_string()))
 }
@@ -410,7 +311,7 @@ pub fn fill(
             &dev,
             &spec,
             content,
-            fill::default_mode(&spec.fstype),
+            mkfs::default_mode(&spec.fstype),
             repro,
             journal,
             build,
@@ -508,30 +409,6 @@ fn split_tree(
     Ok(out)
 }
 
-/// Where finalise.d runs for a disk build.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FinaliseOn {
-    /// The staging tree; filesystems are built from it afterwards (default:
-    /// reproducible, no kernel mount of the image).
-    Tree,
-    /// The image's own filesystems, built first and mounted, for hooks that
-    /// need their files on the real device (DIB's behaviour).
-    Mounted,
-}
-
-/// `DIB_CREATE_FINALISE=tree|mounted` (dib-create's own setting, so read
-/// from our environment, not the hooks') chooses; bad values are bad input.
-pub fn finalise_on() -> anyhow::Result<FinaliseOn> {
-    match std::env::var("DIB_CREATE_FINALISE").ok().as_deref() {
-        None | Some("") | Some("tree") => Ok(FinaliseOn::Tree),
-        Some("mounted") => Ok(FinaliseOn::Mounted),
-        Some(other) => Err(UsageError(format!(
-            "DIB_CREATE_FINALISE={other} is not a finalise mode; use tree or mounted"
-        ))
-        .into()),
-    }
-}
-
 /// Mounts the image's filesystems under `root` in mount order; returns the
 /// first journal entry, to unmount them all with `undo_until`.
 pub fn mount_all(
@@ -557,17 +434,15 @@ pub fn mount_all(
         let target = root.join(mp.mount_point.trim_start_matches('/'));
         fs::create_dir_all(&target)?;
         let dev = device_of(graph, disk, fs_name)?;
-        crate::host::mount::mount(
-            &crate::host::mount::Source::Device {
+        let entry = journal.mount(
+            &mount::Source::Device {
                 dev: &dev,
                 fstype,
                 data: "",
             },
             &target,
         )?;
-        let entry = Entry::Mount(target);
-        first.get_or_insert_with(|| entry.clone());
-        journal.record(entry)?;
+        first.get_or_insert(entry);
     }
     Ok(first)
 }
@@ -588,16 +463,29 @@ fn kernel_can_mount(fstype: &str) -> bool {
 
 /// Detaches the loop device (everything is written) before conversion.
 pub fn detach(disk: &Disk, journal: &mut Journal) -> anyhow::Result<()> {
-    Cmd::new("flushing the disk", "sync").run()?;
+    journal.run(Cmd::new("flushing the disk", "sync"))?;
     journal.undo_until(&disk.loop_entry)
 }
 
-/// Refuses a disk output when the host cannot make it, before any work.
-pub fn check_host() -> anyhow::Result<()> {
-    if !loopdev::available() {
-        bail!(
+/// Refuses a disk the host cannot make, before any work.
+pub fn check_host(caps: Capabilities, disk: &DiskPlan) -> Result<(), UsageError> {
+    if !caps.loop_devices {
+        return Err(UsageError(
             "disk outputs need loop devices, and /dev/loop-control is missing (load the loop module)"
-        );
+                .into(),
+        ));
+    }
+    if disk.graph.uses_lvm() && !caps.device_mapper {
+        return Err(UsageError(
+            "this block-device config uses LVM, which needs device-mapper, and this kernel has none \
+             (/dev/mapper/control is missing); choose a layout without LVM, e.g. block-device-gpt or block-device-efi"
+                .into(),
+        ));
+    }
+    if disk.graph.uses_lvm() {
+        return Err(UsageError(
+            "building LVM layouts is not implemented yet".into(),
+        ));
     }
     Ok(())
 }

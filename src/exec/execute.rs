@@ -1,67 +1,76 @@
-//! Executing a plan: the build directory, the phases in DIB's order, the
-//! chroot around the chroot phases, and the outputs. Teardown always runs; the
-//! original error is reported first, then any teardown error.
+//! Executing a plan: the build directory, the phases in the order of the phase
+//! table, the chroot around the chroot phases, the disk, and the outputs.
+//! Every decision is the plan's: this code reads no command line and no
+//! environment, and reaches the host only through the journal's [`Host`].
+//! Teardown always runs; the original error is reported first, then any
+//! teardown error.
 
 use anyhow::Context;
+use std::path::Path;
 use std::time::Instant;
 
 use super::builddir::{self, BuildDir};
 use super::disk;
 use super::phase_cache::{self, Done, PhaseCache, Sealer, Start};
-use crate::blockdev::Graph;
-use crate::blockdev::fill::Repro;
-use crate::cli::Cli;
+use crate::blockdev::mkfs::Repro;
 use crate::error::UsageError;
 use crate::hooks::{BuildDirs, PhaseRunner, Place};
-use crate::host::Journal;
+use crate::host::{Entry, Host, Journal};
 use crate::log;
-use crate::output::container::{self, ImageMeta};
-use crate::output::{self, Pending, convert, manifest, tarball};
+use crate::output::{self, Pending, WriteContext, manifest};
 use crate::phase::{Phase, Stage};
-use crate::plan::Plan;
+use crate::plan::{DiskPlan, FinaliseOn, Plan, Source};
 use crate::rootfs::{binfmt, chroot};
-use std::path::Path;
 
-/// Output types that come straight from the tree.
-const TREE_TYPES: &[&str] = &["tar", "tgz", "squashfs", "docker", "oci"];
-use disk::DISK_TYPES;
-
-/// Builds the image a plan describes.
-pub fn execute(plan: &Plan, cli: &Cli) -> anyhow::Result<()> {
-    let graph = check_can_build(plan, cli)?;
-    let mut lock = crate::lock::Session::from_cli(cli, plan)?;
+/// Builds the image a plan describes, acting on `host`.
+pub fn execute(plan: &Plan, host: Box<dyn Host>) -> anyhow::Result<()> {
+    check_can_build(plan, host.as_ref())?;
     let started = Instant::now();
-    let root = builddir::build_root();
-    builddir::cleanup_stale(&root);
-    let short_name = Path::new(&plan.image_name)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image".into());
-    let dir = BuildDir::create(&root, &short_name)?;
-    log::open_file(&dir.log_path())?;
-    if let Some(f) = &cli.logfile {
+    let root = &plan.settings.build_root;
+    builddir::cleanup_stale(root);
+    let dir = BuildDir::create(root, &plan.short_name())?;
+    let outcome = build_in(plan, host, &dir);
+    let keep = plan.settings.keep_on_failure || outcome.as_ref().is_err_and(is_teardown_failure);
+    finish_build_dir(dir, &outcome, keep)?;
+    if outcome.is_ok() {
+        log::step(&format!("done in {:.1} s", started.elapsed().as_secs_f64()));
+    }
+    outcome
+}
+
+/// Everything inside the build directory: the log, the journal, the build
+/// itself and its teardown.
+fn build_in(plan: &Plan, host: Box<dyn Host>, dir: &BuildDir) -> anyhow::Result<()> {
+    log::open_file(&dir.log_path())
+        .with_context(|| format!("opening the build log {}", dir.log_path().display()))?;
+    if let Some(f) = &plan.settings.logfile {
         log::open_file(f).with_context(|| format!("opening the log file {}", f.display()))?;
     }
     log::step(&format!("build directory {}", dir.path.display()));
-    let mut journal = Journal::create(dir.journal_path())?;
+    let mut journal = Journal::create(dir.journal_path(), host)?;
     let dirs = BuildDirs {
         build: dir.path.clone(),
         target: dir.target(),
         hooks: dir.hooks(),
     };
     let mut runner = PhaseRunner::new(plan, dirs.clone());
-    let cache = open_phase_cache(plan, cli, &dirs);
+    let mut lock = crate::lock::Session::new(
+        &plan.lock,
+        &plan.arch,
+        &plan.settings.image_cache,
+        plan.settings.offline,
+        plan.settings.source_date_epoch,
+    );
+    let cache = open_phase_cache(plan, &dirs);
     let mut build = Build {
         plan,
-        cli,
         dirs: &dirs,
         runner: &mut runner,
         journal: &mut journal,
-        graph: graph.as_ref(),
         lock: &mut lock,
         packages: Vec::new(),
         cache,
-        chroot_up: false,
+        chroot: None,
     };
     let result = build.run();
     let cache = build.cache.take();
@@ -73,53 +82,34 @@ pub fn execute(plan: &Plan, cli: &Cli) -> anyhow::Result<()> {
         c.close();
     }
     log::info(&runner.timing_table());
-    let teardown_failed = teardown.is_err();
-    let outcome = combine(result, teardown);
-    finish_build_dir(dir, &outcome, cli.keep_on_failure || teardown_failed)?;
-    if outcome.is_ok() {
-        log::step(&format!("done in {:.1} s", started.elapsed().as_secs_f64()));
-    }
-    outcome
+    combine(result, teardown)
 }
 
-/// Fails early, before anything is touched, on what cannot work. Returns the
-/// block-device graph when a disk output was asked for.
-fn check_can_build(plan: &Plan, cli: &Cli) -> anyhow::Result<Option<Graph>> {
-    if !crate::host::is_root() {
+/// Fails early, before anything is touched, on what this host cannot do.
+/// (Bad input was refused when the plan was made.)
+fn check_can_build(plan: &Plan, host: &dyn Host) -> anyhow::Result<()> {
+    let caps = host.capabilities();
+    if !caps.root {
         return Err(UsageError(
             "building needs root (it mounts and chroots); run it as root, or use --dry-run to see the plan"
                 .into(),
         )
         .into());
     }
-    for o in &plan.outputs {
-        let k = o.kind.as_str();
-        if !TREE_TYPES.contains(&k) && !DISK_TYPES.contains(&k) {
-            return Err(UsageError(format!(
-                "output type {k} is not implemented yet (available: {}, {}); choose one with -t",
-                TREE_TYPES.join(", "),
-                DISK_TYPES.join(", ")
-            ))
-            .into());
-        }
+    if let Some(d) = plan.disk() {
+        disk::check_host(caps, d)?;
     }
-    let graph = if wants_disk(plan) {
-        disk::check_host()?;
-        Some(disk::load_graph(plan, cli)?)
-    } else {
-        None
-    };
     binfmt::ensure(&plan.arch)?;
-    Ok(graph)
+    Ok(())
 }
 
 /// The phase cache, unless it is turned off or cannot be opened (then the
 /// build runs every phase, as it would without it).
-fn open_phase_cache(plan: &Plan, cli: &Cli, dirs: &BuildDirs) -> Option<PhaseCache> {
-    if !phase_cache::wanted(cli) {
+fn open_phase_cache(plan: &Plan, dirs: &BuildDirs) -> Option<PhaseCache> {
+    if !phase_cache::wanted(plan) {
         return None;
     }
-    match PhaseCache::open(plan, cli, dirs) {
+    match PhaseCache::open(plan, dirs) {
         Ok(c) => Some(c),
         Err(e) => {
             log::warn(&format!("phase cache: off: {e:#}"));
@@ -128,63 +118,58 @@ fn open_phase_cache(plan: &Plan, cli: &Cli, dirs: &BuildDirs) -> Option<PhaseCac
     }
 }
 
-fn wants_disk(plan: &Plan) -> bool {
-    plan.outputs
-        .iter()
-        .any(|o| DISK_TYPES.contains(&o.kind.as_str()))
-}
-
 /// One build in progress: what every stage needs.
 struct Build<'a, 'r> {
     plan: &'a Plan,
-    cli: &'a Cli,
     dirs: &'a BuildDirs,
     runner: &'r mut PhaseRunner<'a>,
     journal: &'r mut Journal,
-    graph: Option<&'a Graph>,
-    /// Lockfile recording or enforcement, called between the package phases.
+    /// Lockfile recording or enforcement, told about every package phase.
     lock: &'r mut crate::lock::Session,
     /// What the tree holds after post-install.d, for the manifest and SBOM.
     packages: Vec<manifest::Package>,
     /// Snapshots of the tree between hooks, and the outputs of whole builds.
     cache: Option<PhaseCache>,
-    /// Whether the chroot is set up on the tree (a seal takes it down and up).
-    chroot_up: bool,
+    /// The chroot's first journal entry while it is up (a seal takes the
+    /// chroot down and up, and replaces it).
+    chroot: Option<Entry>,
 }
 
 impl Build<'_, '_> {
     fn run(&mut self) -> anyhow::Result<()> {
-        if let Some(g) = self.graph {
-            for (k, v) in disk::config_env(g) {
+        if let Some(d) = self.plan.disk() {
+            for (k, v) in disk::config_env(&d.graph) {
                 self.runner.set_env(k, v);
             }
         }
         log::step("preparing the hooks tree");
         crate::hooks::tree::prepare(self.plan, &self.dirs.hooks)?;
-        self.lock.before_root(self.runner, &self.dirs.build)?;
+        for (k, v) in self.lock.before_root(&self.dirs.build)? {
+            self.runner.set_env(&k, v);
+        }
         let start = self.start_cache()?;
         if let (Start::Outputs(out), Some(c)) = (&start, &self.cache) {
             let pending = c.load_outputs(out, self.plan)?;
             self.packages = out.packages.clone();
             return self.commit(pending, false);
         }
-        self.root_phases(&start).map_err(|e| self.lock.explain(e))?;
-        let Some(g) = self.graph else {
+        self.tree_phases(&start).map_err(|e| self.lock.explain(e))?;
+        let Some(d) = self.plan.disk() else {
             log::info(
                 "phases block-device.d and the block-device step do not run: no disk output was asked for",
             );
-            self.finalise_phases(&self.dirs.target.clone())?;
-            let pending = self.tree_outputs(&self.dirs.target.clone())?;
+            let tree = self.dirs.target.clone();
+            self.finalise_phases(&tree)?;
+            let pending = self.tree_outputs(&tree)?;
             return self.commit(pending, true);
         };
-        let d = self.make_disk(g)?;
-        let pending = match disk::finalise_on()? {
-            disk::FinaliseOn::Tree => self.finalise_on_tree(g, &d)?,
-            disk::FinaliseOn::Mounted => self.finalise_on_mounted(g, &d)?,
+        let disk = self.make_disk(d)?;
+        let mut pending = match self.plan.settings.finalise {
+            FinaliseOn::Tree => self.finalise_on_tree(d, &disk)?,
+            FinaliseOn::Mounted => self.finalise_on_mounted(d, &disk)?,
         };
-        disk::detach(&d, self.journal)?;
-        let mut pending = pending;
-        pending.extend(write_disk_outputs(self.plan, self.cli, &d)?);
+        disk::detach(&disk, self.journal)?;
+        pending.extend(self.disk_outputs(&disk)?);
         self.commit(pending, true)
     }
 
@@ -195,7 +180,7 @@ impl Build<'_, '_> {
             return Ok(Start::Cold);
         };
         let env = self.runner.base_env(Place::Outside);
-        let start = c.start(self.plan, self.cli, self.graph, &env)?;
+        let start = c.start(self.plan, &env)?;
         if matches!(start, Start::Outputs(_)) {
             return Ok(start);
         }
@@ -221,8 +206,8 @@ impl Build<'_, '_> {
             let kinds: Vec<(String, &Pending)> = pending
                 .iter()
                 .filter_map(|p| {
-                    let o = self.plan.outputs.iter().find(|o| o.path == p.final_path)?;
-                    Some((o.kind.clone(), p))
+                    let kind = crate::plan::kind_at(&self.plan.outputs, &p.final_path)?;
+                    Some((kind.name().to_string(), p))
                 })
                 .collect();
             if let Err(e) = c.store_outputs(self.plan, &kinds, &self.packages) {
@@ -230,32 +215,47 @@ impl Build<'_, '_> {
             }
         }
         pending.extend(write_manifests(self.plan, &self.packages, &pending)?);
-        commit_outputs(pending, self.cli.checksum)
+        commit_outputs(pending, self.plan.settings.checksum)
     }
 
     /// The default: finalise on the staging tree, then build each filesystem
     /// from it. Returns the pending tree outputs.
-    fn finalise_on_tree(&mut self, g: &Graph, d: &disk::Disk) -> anyhow::Result<Vec<Pending>> {
+    fn finalise_on_tree(
+        &mut self,
+        d: &DiskPlan,
+        disk: &disk::Disk,
+    ) -> anyhow::Result<Vec<Pending>> {
         let tree = self.dirs.target.clone();
         self.finalise_phases(&tree)?;
         let pending = self.tree_outputs(&tree)?;
-        disk::fill(g, d, &tree, &self.dirs.build, self.journal, repro())?;
+        disk::fill(
+            &d.graph,
+            disk,
+            &tree,
+            &self.dirs.build,
+            self.journal,
+            self.repro(),
+        )?;
         Ok(pending)
     }
 
     /// DIB's way: build the filesystems, mount them, finalise in a chroot of
     /// the mounted image.
-    fn finalise_on_mounted(&mut self, g: &Graph, d: &disk::Disk) -> anyhow::Result<Vec<Pending>> {
+    fn finalise_on_mounted(
+        &mut self,
+        d: &DiskPlan,
+        disk: &disk::Disk,
+    ) -> anyhow::Result<Vec<Pending>> {
         disk::fill(
-            g,
-            d,
+            &d.graph,
+            disk,
             &self.dirs.target,
             &self.dirs.build,
             self.journal,
-            repro(),
+            self.repro(),
         )?;
         let mounted = self.dirs.build.join("image-mnt");
-        let first = disk::mount_all(g, d, &mounted, self.journal)?;
+        let first = disk::mount_all(&d.graph, disk, &mounted, self.journal)?;
         self.runner.set_target(&mounted);
         self.finalise_phases(&mounted)?;
         let pending = self.tree_outputs(&mounted)?;
@@ -265,25 +265,24 @@ impl Build<'_, '_> {
         Ok(pending)
     }
 
-    fn tree_outputs(&self, root: &Path) -> anyhow::Result<Vec<Pending>> {
-        check_no_leftovers(root)?;
-        write_tree_outputs(self.plan, self.cli, root, &self.dirs.build)
+    fn repro(&self) -> Repro {
+        Repro {
+            epoch: self.plan.settings.source_date_epoch,
+        }
     }
 
-    /// root.d to post-root.d: the tree is built (or restored from the
-    /// phase cache up to `start`, then finished).
-    fn root_phases(&mut self, start: &Start) -> anyhow::Result<()> {
-        let mut chroot = None;
+    /// The tree stage of the phase table, root.d to post-root.d: the tree is
+    /// built (or restored from the phase cache up to `start`, then finished).
+    fn tree_phases(&mut self, start: &Start) -> anyhow::Result<()> {
         for phase in crate::phase::stage(Stage::Tree) {
             // The chroot goes up before the first chroot phase and stays up
             // to the end of the tree stage (post-root.d hooks may use it).
-            if phase.place() == Place::Chroot && chroot.is_none() {
-                chroot = Some(chroot::enter(
+            if phase.place() == Place::Chroot && self.chroot.is_none() {
+                self.chroot = Some(chroot::enter(
                     self.journal,
                     &self.dirs.target,
                     &self.dirs.hooks,
                 )?);
-                self.chroot_up = true;
             }
             match phase {
                 Phase::Extra => self.extra_packages(start)?,
@@ -298,10 +297,9 @@ impl Build<'_, '_> {
             }
         }
         if let Some(c) = &mut self.cache {
-            c.finish_tree(self.journal, true, self.cli, self.graph)?;
+            c.finish_tree(self.journal, &mut self.chroot)?;
         }
-        self.chroot_up = false;
-        match chroot {
+        match self.chroot.take() {
             Some(first) => self.journal.undo_until(&first),
             None => Ok(()),
         }
@@ -314,7 +312,7 @@ impl Build<'_, '_> {
         self.packages = match start {
             Start::Resume {
                 packages: Some(p), ..
-            } if start.done_in("post-install.d") == Done::All => p.clone(),
+            } if start.done_in(Phase::PostInstall.name()) == Done::All => p.clone(),
             _ => manifest::capture(&self.dirs.target)?,
         };
         if let Some(c) = &mut self.cache {
@@ -329,7 +327,7 @@ impl Build<'_, '_> {
     /// hooks and at the end of the phase.
     fn phase(&mut self, phase: &str, start: &Start) -> anyhow::Result<()> {
         let Some(c) = self.cache.as_mut() else {
-            return self.runner.run_phase(phase);
+            return self.runner.run_phase(self.journal, phase);
         };
         let skip = match start.done_in(phase) {
             Done::All => return Ok(()),
@@ -341,50 +339,116 @@ impl Build<'_, '_> {
         };
         let mut obs = Sealer {
             cache: c,
-            journal: self.journal,
-            chroot_up: self.chroot_up,
+            chroot: &mut self.chroot,
         };
-        self.runner.run_phase_from(phase, skip, &mut obs)
+        self.runner
+            .run_phase_from(self.journal, phase, skip, &mut obs)
     }
 
     /// The `-p` packages, after install.d.
     fn extra_packages(&mut self, start: &Start) -> anyhow::Result<()> {
-        let pkgs = self.cli.extra_packages();
-        if pkgs.is_empty() || start.done_in("extra") != Done::None {
+        let pkgs = &self.plan.settings.extra_packages;
+        if pkgs.is_empty() || start.done_in(Phase::Extra.name()) != Done::None {
             return Ok(());
         }
         if let Some(c) = &mut self.cache {
-            c.extra_started(&pkgs);
+            c.extra_started(pkgs);
         }
-        self.runner.install_extra_packages(&pkgs)?;
+        self.runner.install_extra_packages(self.journal, pkgs)?;
         if let Some(c) = &mut self.cache {
-            c.seal(self.journal, self.chroot_up, ("extra", 1, ""))?;
+            c.seal(self.journal, &mut self.chroot, (Phase::Extra.name(), 1, ""))?;
         }
         Ok(())
     }
 
     /// block-device.d, then the disk from the YAML config, then fstab.
-    fn make_disk(&mut self, graph: &Graph) -> anyhow::Result<disk::Disk> {
-        self.runner.run_phase("block-device.d")?;
+    fn make_disk(&mut self, d: &DiskPlan) -> anyhow::Result<disk::Disk> {
+        self.runner
+            .run_phase(self.journal, Phase::BlockDevice.name())?;
         refuse_legacy_block_device(&self.runner.block_device_output)?;
-        let size = disk::image_size(graph, self.cli, &self.dirs.target)?;
-        let d = disk::create(graph, size, &self.dirs.build, self.journal, seed())?;
-        for (k, v) in disk::block_device_env(graph, &d)? {
+        let size = disk::image_size(d, &self.dirs.target)?;
+        let made = disk::create(
+            &d.graph,
+            size,
+            &self.dirs.build,
+            self.journal,
+            self.plan.settings.seed(),
+        )?;
+        for (k, v) in disk::block_device_env(self.journal, &d.graph, &made)? {
             self.runner.set_env(k, v);
         }
-        disk::write_fstab(graph, &d, &self.dirs.target)?;
-        Ok(d)
+        disk::write_fstab(&d.graph, &made, &self.dirs.target)?;
+        Ok(made)
     }
 
     /// pre-finalise.d, finalise.d (chroot) and cleanup.d on the final tree.
     fn finalise_phases(&mut self, root: &Path) -> anyhow::Result<()> {
         // Now that no package changes any more: the initramfs is built here.
-        crate::rootfs::native::prepare(root, &self.dirs.hooks, &self.plan.arch)?;
+        crate::rootfs::native::prepare(
+            root,
+            &self.dirs.hooks,
+            &self.plan.arch,
+            self.plan.settings.native_tools,
+        )?;
         let first = chroot::enter(self.journal, root, &self.dirs.hooks)?;
-        self.runner.run_phase("pre-finalise.d")?;
-        self.runner.run_phase("finalise.d")?;
-        self.runner.run_phase("cleanup.d")?;
+        for phase in [Phase::PreFinalise, Phase::Finalise, Phase::Cleanup] {
+            self.runner.run_phase(self.journal, phase.name())?;
+        }
         self.journal.undo_until(&first)
+    }
+
+    /// The outputs made from the tree, written under temporary names.
+    fn tree_outputs(&mut self, tree: &Path) -> anyhow::Result<Vec<Pending>> {
+        check_no_leftovers(tree)?;
+        let ctx = write_context(self.plan, &self.dirs.build);
+        let mut done = Vec::new();
+        for o in self
+            .plan
+            .outputs
+            .iter()
+            .filter(|o| o.kind.source() == Source::Tree)
+        {
+            log::step(&format!("writing {} output {}", o.kind, o.path.display()));
+            let pending = Pending::new(&o.path);
+            output::write_from_tree(self.journal.host(), o.kind, tree, &pending.tmp, &ctx)?;
+            done.push(pending);
+        }
+        Ok(done)
+    }
+
+    /// Converts the raw disk into each disk output; raw itself goes last,
+    /// because it is moved rather than copied.
+    fn disk_outputs(&mut self, disk: &disk::Disk) -> anyhow::Result<Vec<Pending>> {
+        let ctx = write_context(self.plan, &self.dirs.build);
+        let mut outs: Vec<_> = self
+            .plan
+            .outputs
+            .iter()
+            .filter(|o| o.kind.source() == Source::Disk)
+            .collect();
+        outs.sort_by_key(|o| o.kind == crate::plan::OutputKind::Raw);
+        let mut done = Vec::new();
+        for o in outs {
+            log::step(&format!("writing {} output {}", o.kind, o.path.display()));
+            let pending = Pending::new(&o.path);
+            output::write_from_disk(self.journal.host(), o.kind, &disk.raw, &pending.tmp, &ctx)?;
+            done.push(pending);
+        }
+        Ok(done)
+    }
+}
+
+/// What the output writers need, from the plan.
+fn write_context<'a>(plan: &'a Plan, build: &'a Path) -> WriteContext<'a> {
+    let clamp = plan.settings.source_date_epoch;
+    WriteContext {
+        arch: &plan.arch,
+        docker_target: &plan.output_options.docker_target,
+        clamp,
+        created: clamp.unwrap_or_else(now_secs),
+        scratch: build,
+        compress_qcow2: plan.output_options.compress_qcow2,
+        qemu_img_options: plan.output_options.qemu_img_options.as_deref(),
     }
 }
 
@@ -403,47 +467,6 @@ fn refuse_legacy_block_device(output: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Seed for disk ids and UUIDs: SOURCE_DATE_EPOCH makes them reproducible.
-fn seed() -> Option<u64> {
-    source_date_epoch()
-}
-
-fn repro() -> Repro {
-    Repro {
-        epoch: source_date_epoch(),
-    }
-}
-
-/// Converts the raw disk into each disk output; raw itself goes last,
-/// because it is moved rather than copied.
-fn write_disk_outputs(plan: &Plan, cli: &Cli, d: &disk::Disk) -> anyhow::Result<Vec<Pending>> {
-    let mut outs: Vec<_> = plan
-        .outputs
-        .iter()
-        .filter(|o| DISK_TYPES.contains(&o.kind.as_str()))
-        .collect();
-    outs.sort_by_key(|o| o.kind == "raw");
-    let mut done = Vec::new();
-    for o in outs {
-        log::step(&format!("writing {} output {}", o.kind, o.path.display()));
-        let pending = Pending::new(&o.path);
-        if o.kind == "raw" {
-            move_sparse(&d.raw, &pending.tmp)?;
-        } else {
-            let compress = !cli.uncompressed;
-            convert::qemu_img(
-                &d.raw,
-                &pending.tmp,
-                &o.kind,
-                compress,
-                cli.qemu_img_options.as_deref(),
-            )?;
-        }
-        done.push(pending);
-    }
-    Ok(done)
-}
-
 /// `<name>.manifest.json` (packages and output hashes) and `<name>.spdx.json`.
 fn write_manifests(
     plan: &Plan,
@@ -452,22 +475,15 @@ fn write_manifests(
 ) -> anyhow::Result<Vec<Pending>> {
     let mut files = Vec::new();
     for p in outputs {
-        let kind = plan
-            .outputs
-            .iter()
-            .find(|o| o.path == p.final_path)
-            .map_or("?", |o| o.kind.as_str());
+        let kind = crate::plan::kind_at(&plan.outputs, &p.final_path).map_or("?", |k| k.name());
         files.push(manifest::OutputFile::hashed(kind, &p.tmp, &p.final_path)?);
     }
-    let name = Path::new(&plan.image_name).file_name().map_or_else(
-        || plan.image_name.clone(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let name = plan.short_name();
     let distro = plan
         .resolved_env
         .get("DISTRO_NAME")
         .map_or("debian", String::as_str);
-    let created = source_date_epoch().unwrap_or_else(now_secs);
+    let created = plan.settings.source_date_epoch.unwrap_or_else(now_secs);
     let texts = [
         (
             "manifest.json",
@@ -499,20 +515,6 @@ fn commit_outputs(pending: Vec<Pending>, checksum: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Renames, or copies keeping holes when the output is on another filesystem.
-fn move_sparse(from: &Path, to: &Path) -> anyhow::Result<()> {
-    if std::fs::rename(from, to).is_ok() {
-        return Ok(());
-    }
-    crate::host::Cmd::new("copying the raw image", "cp")
-        .arg("--sparse=always")
-        .arg(from)
-        .arg(to)
-        .run()?;
-    std::fs::remove_file(from)?;
-    Ok(())
-}
-
 /// root.d must have produced a tree; say which elements could have.
 fn check_root_exists(target: &Path) -> anyhow::Result<()> {
     if target.join("bin").exists() || target.join("usr/bin").exists() {
@@ -538,67 +540,6 @@ fn check_no_leftovers(target: &Path) -> anyhow::Result<()> {
     )
 }
 
-fn write_tree_outputs(
-    plan: &Plan,
-    cli: &Cli,
-    target: &Path,
-    build: &Path,
-) -> anyhow::Result<Vec<Pending>> {
-    let mut done = Vec::new();
-    for o in plan
-        .outputs
-        .iter()
-        .filter(|o| TREE_TYPES.contains(&o.kind.as_str()))
-    {
-        log::step(&format!("writing {} output {}", o.kind, o.path.display()));
-        let pending = Pending::new(&o.path);
-        write_tree_output(plan, cli, &o.kind, target, build, &pending.tmp)?;
-        done.push(pending);
-    }
-    Ok(done)
-}
-
-/// Writes one output made from the tree (no disk) to `dest`.
-fn write_tree_output(
-    plan: &Plan,
-    cli: &Cli,
-    kind: &str,
-    tree: &Path,
-    build: &Path,
-    dest: &Path,
-) -> anyhow::Result<()> {
-    let clamp = source_date_epoch();
-    match kind {
-        "tar" => tarball::write(tree, dest, tarball::Compression::None, clamp),
-        "tgz" => tarball::write(tree, dest, tarball::Compression::Gzip, clamp),
-        "squashfs" => convert::squashfs(tree, dest, clamp),
-        "docker" | "oci" => {
-            let layer = build.join("layer.tar");
-            tarball::write(tree, &layer, tarball::Compression::None, clamp)?;
-            // DIB's default target is the image's name, not the output path.
-            let target = cli.docker_target.clone().unwrap_or_else(|| {
-                Path::new(&plan.image_name).file_name().map_or_else(
-                    || plan.image_name.clone(),
-                    |n| n.to_string_lossy().into_owned(),
-                )
-            });
-            let meta = ImageMeta {
-                arch: &plan.arch,
-                target: &target,
-                created: clamp.unwrap_or_else(now_secs),
-            };
-            let r = if kind == "docker" {
-                container::write_docker(&layer, dest, &meta)
-            } else {
-                container::write_oci(&layer, dest, &meta)
-            };
-            let _ = std::fs::remove_file(&layer);
-            r
-        }
-        other => anyhow::bail!("output type {other} cannot be made from a tree"),
-    }
-}
-
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -606,14 +547,11 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-fn source_date_epoch() -> Option<u64> {
-    std::env::var("SOURCE_DATE_EPOCH").ok()?.parse().ok()
-}
-
 /// The build's error first; a teardown error is attached, never hides it.
 fn combine(result: anyhow::Result<()>, teardown: anyhow::Result<()>) -> anyhow::Result<()> {
     match (result, teardown) {
-        (Ok(()), t) => t,
+        (Ok(()), Ok(())) => Ok(()),
+        (Ok(()), Err(t)) => Err(TeardownFailed(format!("{t:#}")).into()),
         (Err(e), Ok(())) => Err(e),
         (Err(e), Err(t)) => Err(TeardownAfter {
             original: e,
@@ -623,11 +561,17 @@ fn combine(result: anyhow::Result<()>, teardown: anyhow::Result<()>) -> anyhow::
     }
 }
 
+/// Teardown left something behind: the build directory is kept for
+/// `dib-create --cleanup`.
+fn is_teardown_failure(e: &anyhow::Error) -> bool {
+    e.is::<TeardownFailed>() || e.is::<TeardownAfter>()
+}
+
 fn finish_build_dir(dir: BuildDir, outcome: &anyhow::Result<()>, keep: bool) -> anyhow::Result<()> {
     log::close_file();
     if outcome.is_err() && keep {
         eprintln!(
-            "keeping the build directory {} (--keep-on-failure)",
+            "keeping the build directory {} (--keep-on-failure, or teardown failed: run dib-create --cleanup DIR)",
             dir.path.display()
         );
         return Ok(());
@@ -644,6 +588,11 @@ fn finish_build_dir(dir: BuildDir, outcome: &anyhow::Result<()>, keep: bool) -> 
     }
     dir.remove()
 }
+
+/// Teardown failed after a build that succeeded.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TeardownFailed(String);
 
 /// A build error followed by a teardown error; shows the build error first.
 #[derive(Debug)]

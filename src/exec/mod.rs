@@ -3,6 +3,7 @@
 pub mod builddir;
 pub mod disk;
 pub mod execute;
+pub mod fill;
 pub mod phase_cache;
 
 use anyhow::Context;
@@ -12,16 +13,11 @@ use crate::plan::{self, Plan};
 
 pub use crate::error::UsageError;
 
-/// Process-wide setup, while still single-threaded: a private mount
-/// namespace for real builds (mounts die with us even on SIGKILL), then the
-/// signal handler thread. DIB_CREATE_NO_NAMESPACE=1 skips the namespace, so
-/// tests can prove the journal alone takes everything down.
-pub fn prepare_process(cli: &Cli) -> anyhow::Result<()> {
-    let wants_namespace = !cli.dry_run
-        && cli.lock_diff.is_none()
-        && crate::host::is_root()
-        && std::env::var("DIB_CREATE_NO_NAMESPACE").map_or(true, |v| v != "1");
-    if wants_namespace {
+/// Process-wide setup for a build, while still single-threaded: a private
+/// mount namespace (mounts die with us even on SIGKILL) unless the plan says
+/// not, then the signal handler thread.
+pub fn prepare_process(plan: &Plan) -> anyhow::Result<()> {
+    if plan.settings.private_namespace && crate::host::is_root() {
         crate::host::mount::enter_private_namespace()?;
     }
     crate::host::interrupt::install()?;
@@ -31,18 +27,19 @@ pub fn prepare_process(cli: &Cli) -> anyhow::Result<()> {
 /// Runs one invocation of dib-create.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(dir) = &cli.cleanup {
+        crate::host::interrupt::install()?;
         return cleanup(dir);
     }
     if let Some([old, new]) = cli.lock_diff.as_deref() {
         return crate::lock::print_diff(old, new);
     }
     reject_unimplemented(&cli)?;
-    let mut plan = plan::build(&cli)?;
+    let plan = plan::build(&cli)?;
     if cli.dry_run {
-        plan.block_device = disk::dry_run_value(&plan, &cli)?;
         return print_plan(&plan, cli.format);
     }
-    execute::execute(&plan, &cli)
+    prepare_process(&plan)?;
+    execute::execute(&plan, Box::new(crate::host::RealHost))
 }
 
 /// Flags that parse (for compatibility) but whose stage is not built yet.

@@ -24,15 +24,13 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::blockdev::Graph;
 use crate::cache::archive;
 use crate::cache::keys::{self, Components, Step};
 use crate::cache::phase::{self, ArchiveState, HookChange, OutFile, OutMeta, SnapMeta, Store};
-use crate::cli::Cli;
 use crate::hooks::{HookDone, HookObserver, list_hooks};
 use crate::host::Cmd;
 use crate::host::journal::{Entry, Journal};
-use crate::host::mount::{self, Source};
+use crate::host::mount::Source;
 use crate::log;
 use crate::output::Pending;
 use crate::output::manifest::Package;
@@ -100,24 +98,15 @@ pub enum Done {
     All,
 }
 
-/// Reads DIB_CREATE_PHASE_CACHE and the flags: None (with the reason
-/// logged) when the phase cache must stay off for this build.
-pub fn wanted(cli: &Cli) -> bool {
-    let reason = if cli.no_phase_cache {
-        Some("--no-phase-cache")
-    } else if std::env::var("DIB_CREATE_PHASE_CACHE").is_ok_and(|v| v == "0") {
-        Some("DIB_CREATE_PHASE_CACHE=0")
-    } else if cli.lock.is_some() || cli.lock_update.is_some() {
-        Some("recording a lockfile needs every phase to run")
-    } else if std::env::var("break").is_ok_and(|v| !v.is_empty()) {
-        Some("break= is set")
-    } else {
-        None
-    };
-    if let Some(r) = reason {
-        log::info(&format!("phase cache: off ({r})"));
+/// True when the plan has the phase cache on; says why when it is off.
+pub fn wanted(plan: &Plan) -> bool {
+    match &plan.settings.phase_cache.off {
+        Some(r) => {
+            log::info(&format!("phase cache: off ({r})"));
+            false
+        }
+        None => true,
     }
-    reason.is_none()
 }
 
 /// The hooks tree as data: relative path → what is there.
@@ -144,44 +133,40 @@ pub struct PhaseCache {
     max_unchecked_age: u64,
     /// The outputs' key, once the tree is complete.
     output_key: Option<String>,
-    mounted: bool,
+    /// The journal entry of the staging tree's mount, while it is mounted.
+    mounted: Option<Entry>,
     /// The tree's packages once captured (kept in later snapshots).
     pub packages: Option<Vec<Package>>,
     /// For preparing the hooks tree again.
     plan: Plan,
     /// The mirror root.d bootstraps from, checked while the tree has no
     /// apt sources of its own yet (debootstrap's tree before its sources).
-    bootstrap_sources: Vec<crate::lock::record::Source>,
+    bootstrap_sources: Vec<crate::pkgdb::Source>,
 }
 
 impl PhaseCache {
     /// Opens the store under the build's image cache.
-    pub fn open(plan: &Plan, cli: &Cli, dirs: &crate::hooks::BuildDirs) -> anyhow::Result<Self> {
-        let cache = PathBuf::from(
-            plan.hook_env
-                .get("DIB_IMAGE_CACHE")
-                .cloned()
-                .unwrap_or_else(|| "/root/.cache/image-create".into()),
-        );
-        let store = Store::open(&cache)?;
+    pub fn open(plan: &Plan, dirs: &crate::hooks::BuildDirs) -> anyhow::Result<Self> {
+        let store = Store::open(&plan.settings.image_cache)?;
+        let settings = &plan.settings.phase_cache;
         Ok(PhaseCache {
             store,
             build: dirs.build.clone(),
             target: dirs.target.clone(),
             hooks: dirs.hooks.clone(),
             arch: plan.arch.clone(),
-            locked: cli.lockfile.is_some(),
+            locked: plan.lock.locked().is_some(),
             components: Components::new(),
             key: String::new(),
             trail: Vec::new(),
             last: None,
             fresh: HookTree::new(),
             applied: Vec::new(),
-            checker: archive::Checker::new(cli.offline),
-            seal_after: Duration::from_secs(env_number("DIB_CREATE_PHASE_CACHE_HOOK_SECS", 2)),
-            max_unchecked_age: env_number("DIB_CREATE_PHASE_CACHE_MAX_AGE", 24 * 3600),
+            checker: archive::Checker::new(plan.settings.offline),
+            seal_after: Duration::from_secs(settings.seal_after_secs),
+            max_unchecked_age: settings.max_unchecked_age_secs,
             output_key: None,
-            mounted: false,
+            mounted: None,
             packages: None,
             plan: plan.clone(),
             bootstrap_sources: bootstrap_sources(plan),
@@ -191,18 +176,12 @@ impl PhaseCache {
     /// Walks the chain of keys over the freshly prepared hooks tree, picks
     /// the deepest valid snapshot and sets the hooks tree to its state.
     /// `env` is the hook environment (before environment.d).
-    pub fn start(
-        &mut self,
-        plan: &Plan,
-        cli: &Cli,
-        graph: Option<&Graph>,
-        env: &BTreeMap<String, String>,
-    ) -> anyhow::Result<Start> {
+    pub fn start(&mut self, plan: &Plan, env: &BTreeMap<String, String>) -> anyhow::Result<Start> {
         let started = Instant::now();
         self.fresh = scan_hooks(&self.hooks)?;
-        self.components = base_components(plan, cli, env)?;
+        self.components = base_components(plan, env);
         let base = keys::base_key(&self.components);
-        let extra = cli.extra_packages();
+        let extra = &plan.settings.extra_packages;
         // The walk: every key the build would pass, and the snapshots found.
         let mut key = base.clone();
         let mut trail = Vec::new();
@@ -213,7 +192,7 @@ impl PhaseCache {
                 if extra.is_empty() {
                     continue;
                 }
-                let s = Step::Extra(&extra);
+                let s = Step::Extra(extra);
                 key = keys::next_key(&key, &s);
                 trail.push(s.describe());
                 if let Some(m) = self.store.snapshot(&key) {
@@ -258,10 +237,7 @@ impl PhaseCache {
         // With the tree complete, the outputs may be cached too.
         let complete = chosen.as_ref().filter(|m| m.key == final_key);
         if let Some(m) = complete {
-            let okey = keys::output_key(
-                &final_key,
-                &output_components(plan, cli, graph, &self.hooks),
-            );
+            let okey = keys::output_key(&final_key, &output_components(plan, &self.hooks));
             if let Some(out) = self.usable_outputs(&okey, plan) {
                 self.store.touch_outputs(&okey);
                 self.store.touch_snapshots(&m.layers);
@@ -396,7 +372,7 @@ impl PhaseCache {
     /// The outputs entry `key`, if complete and every file is there.
     fn usable_outputs(&self, key: &str, plan: &Plan) -> Option<OutMeta> {
         let out = self.store.outputs(key)?;
-        let kinds: Vec<&str> = plan.outputs.iter().map(|o| o.kind.as_str()).collect();
+        let kinds: Vec<&str> = plan.outputs.iter().map(|o| o.kind.name()).collect();
         let complete = kinds.iter().all(|k| {
             out.files.iter().any(|f| f.kind == *k) && self.store.out_dir(key).join(k).is_file()
         });
@@ -495,10 +471,10 @@ impl PhaseCache {
                 self.build.display()
             );
         }
-        mount::mount(&Source::Overlay { data: &data }, &self.target)
+        let entry = journal
+            .mount(&Source::Overlay { data: &data }, &self.target)
             .context("mounting the layered staging tree (overlayfs)")?;
-        journal.record(Entry::Mount(self.target.clone()))?;
-        self.mounted = true;
+        self.mounted = Some(entry);
         Ok(())
     }
 
@@ -518,12 +494,12 @@ impl PhaseCache {
     }
 
     /// Seals the upper layer as the snapshot of the current key. `chroot`
-    /// says whether the chroot is up (it is taken down for the seal and
-    /// set up again). A failure to seal is logged; the build goes on.
+    /// holds the chroot's first journal entry while it is up: the chroot is
+    /// taken down for the seal and set up again (with a new entry).
     pub fn seal(
         &mut self,
         journal: &mut Journal,
-        chroot_up: bool,
+        chroot: &mut Option<Entry>,
         at: (&str, usize, &str),
     ) -> anyhow::Result<()> {
         let started = Instant::now();
@@ -534,11 +510,12 @@ impl PhaseCache {
             .unwrap_or(false);
         let staged = self.store.staging("snap")?;
         if has_tree {
-            if chroot_up {
-                journal.undo_until(&chroot_first(&self.target))?;
+            if let Some(first) = chroot.as_ref() {
+                journal.undo_until(first)?;
             }
-            journal.undo_until(&Entry::Mount(self.target.clone()))?;
-            self.mounted = false;
+            if let Some(tree) = self.mounted.take() {
+                journal.undo_until(&tree)?;
+            }
             crate::host::files::move_dir(
                 &upper,
                 &staged.join("tree"),
@@ -578,10 +555,10 @@ impl PhaseCache {
         };
         let published = self.store.publish_snapshot(&staged, &meta)?;
         self.last = Some(published);
-        if !self.mounted {
+        if self.mounted.is_none() {
             self.mount(journal)?;
-            if chroot_up {
-                chroot::enter(journal, &self.target, &self.hooks)?;
+            if chroot.is_some() {
+                *chroot = Some(chroot::enter(journal, &self.target, &self.hooks)?);
             }
         }
         log::info(&format!(
@@ -602,7 +579,7 @@ impl PhaseCache {
                 ..Default::default()
             };
         }
-        let mut sources = crate::lock::record::sources(&self.target);
+        let mut sources = crate::pkgdb::dpkg::sources(&self.target);
         if sources.is_empty() {
             sources = self.bootstrap_sources.clone();
         }
@@ -655,17 +632,15 @@ impl PhaseCache {
     pub fn finish_tree(
         &mut self,
         journal: &mut Journal,
-        chroot_up: bool,
-        cli: &Cli,
-        graph: Option<&Graph>,
+        chroot: &mut Option<Entry>,
     ) -> anyhow::Result<()> {
         if self.last.as_ref().map(|m| &m.key) != Some(&self.key) {
-            self.seal(journal, chroot_up, ("post-root.d", usize::MAX, ""))?;
+            self.seal(journal, chroot, ("post-root.d", usize::MAX, ""))?;
         }
         let plan = self.plan.clone();
         self.output_key = Some(keys::output_key(
             &self.key,
-            &output_components(&plan, cli, graph, &self.hooks),
+            &output_components(&plan, &self.hooks),
         ));
         Ok(())
     }
@@ -732,10 +707,10 @@ impl PhaseCache {
             let f = out
                 .files
                 .iter()
-                .find(|f| f.kind == o.kind)
+                .find(|f| f.kind == o.kind.name())
                 .with_context(|| format!("the cached outputs lack {}", o.kind))?;
             let p = Pending::new(&o.path);
-            copy_file(&self.store.out_dir(&out.key).join(&o.kind), &p.tmp)?;
+            copy_file(&self.store.out_dir(&out.key).join(o.kind.name()), &p.tmp)?;
             let got = crate::digest::sha256_of(&p.tmp)?;
             if got != f.sha256 {
                 self.store.discard_outputs(&out.key);
@@ -763,26 +738,18 @@ impl PhaseCache {
     /// Ends the build's use of the cache; sweeps old entries when no other
     /// build uses it.
     pub fn close(self) {
-        let days = env_number("DIB_CREATE_PHASE_CACHE_KEEP_DAYS", 14);
-        let outputs = env_number("DIB_CREATE_PHASE_CACHE_KEEP_OUTPUTS", 2);
+        let settings = &self.plan.settings.phase_cache;
+        let (days, outputs) = (settings.keep_days, settings.keep_outputs);
         self.store
             .sweep(Duration::from_secs(days * 24 * 3600), outputs as usize);
     }
 }
 
-/// A number from the environment, or `default`.
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// The observer that keys each hook and seals snapshots.
 pub struct Sealer<'a> {
     pub cache: &'a mut PhaseCache,
-    pub journal: &'a mut Journal,
-    pub chroot_up: bool,
+    /// The chroot's first journal entry while it is up.
+    pub chroot: &'a mut Option<Entry>,
 }
 
 impl HookObserver for Sealer<'_> {
@@ -796,22 +763,14 @@ impl HookObserver for Sealer<'_> {
         Ok(())
     }
 
-    fn after(&mut self, done: &HookDone) -> anyhow::Result<()> {
+    fn after(&mut self, journal: &mut Journal, done: &HookDone) -> anyhow::Result<()> {
         let last = done.position == done.count;
         if last || done.elapsed >= self.cache.seal_after {
-            self.cache.seal(
-                self.journal,
-                self.chroot_up,
-                (done.phase, done.position, done.name),
-            )?;
+            self.cache
+                .seal(journal, self.chroot, (done.phase, done.position, done.name))?;
         }
         Ok(())
     }
-}
-
-/// The journal entry chroot::enter records first.
-pub fn chroot_first(target: &Path) -> Entry {
-    Entry::Mount(target.join("proc"))
 }
 
 fn short(key: &str) -> &str {
@@ -819,11 +778,11 @@ fn short(key: &str) -> &str {
 }
 
 /// DIB_DISTRIBUTION_MIRROR and DIB_RELEASE, as environment.d resolved them.
-fn bootstrap_sources(plan: &Plan) -> Vec<crate::lock::record::Source> {
+fn bootstrap_sources(plan: &Plan) -> Vec<crate::pkgdb::Source> {
     let env = &plan.resolved_env;
     match (env.get("DIB_DISTRIBUTION_MIRROR"), env.get("DIB_RELEASE")) {
         (Some(uri), Some(suite)) if !uri.is_empty() && !suite.is_empty() => {
-            vec![crate::lock::record::Source {
+            vec![crate::pkgdb::Source {
                 uri: uri.clone(),
                 suite: suite.clone(),
             }]
@@ -852,46 +811,49 @@ fn copy_file(from: &Path, to: &Path) -> anyhow::Result<()> {
 // ---- inputs ----
 
 /// The base components of a build.
-fn base_components(
-    plan: &Plan,
-    cli: &Cli,
-    env: &BTreeMap<String, String>,
-) -> anyhow::Result<Components> {
+/// A reproducible build (SOURCE_DATE_EPOCH set) leaves the plan's
+/// per-build variables out: they name host paths, and such a build keeps
+/// them out of the image too (the manifests element skips them).
+fn base_components(plan: &Plan, env: &BTreeMap<String, String>) -> Components {
     let mut c = keys::element_components(&plan.elements, &plan.element_paths);
-    c.extend(keys::env_components(env));
+    let reproducible = plan.settings.source_date_epoch.is_some();
+    let keyed: BTreeMap<String, String> = env
+        .iter()
+        .filter(|(k, _)| !(reproducible && plan.per_build.contains(k)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    c.extend(keys::env_components(&keyed));
     c.insert("arch".into(), plan.arch.clone());
-    c.insert("tool".into(), tool_digest());
-    if let Some(lock) = &cli.lockfile {
-        c.insert("lockfile".into(), crate::digest::path_digest(lock));
+    c.insert("tool".into(), tool_digest(&plan.settings.data_dir));
+    if let Some((path, _)) = plan.lock.locked() {
+        c.insert("lockfile".into(), crate::digest::path_digest(path));
     }
     for (k, v) in host_versions(TREE_TOOLS) {
         c.insert(format!("host {k}"), v);
     }
-    Ok(c)
+    c
 }
 
-/// What the outputs depend on beyond the tree.
-fn output_components(plan: &Plan, cli: &Cli, graph: Option<&Graph>, hooks: &Path) -> Components {
+/// What the outputs depend on beyond the tree: the output types and their
+/// options, the disk (its graph and size rules), the finalise mode, the late
+/// phases' hooks and the output tools' versions.
+fn output_components(plan: &Plan, hooks: &Path) -> Components {
     let mut c = Components::new();
-    let mut kinds: Vec<&str> = plan.outputs.iter().map(|o| o.kind.as_str()).collect();
+    let mut kinds: Vec<&str> = plan.outputs.iter().map(|o| o.kind.name()).collect();
     kinds.sort();
     c.insert("types".into(), kinds.join(","));
-    let opts = format!(
-        "u={} qemu={:?} size={:?} extra={:?} mkfs={:?} journal={:?} resize={:?} docker={:?} finalise={:?}",
-        cli.uncompressed,
-        cli.qemu_img_options,
-        cli.image_size,
-        cli.image_extra_size,
-        cli.mkfs_options,
-        cli.mkfs_journal_size,
-        cli.max_online_resize,
-        cli.docker_target,
-        std::env::var("DIB_CREATE_FINALISE").ok(),
+    c.insert(
+        "options".into(),
+        format!(
+            "{:?} finalise={:?}",
+            plan.output_options, plan.settings.finalise
+        ),
     );
-    c.insert("options".into(), opts);
     c.insert(
         "block-device".into(),
-        graph.map_or_else(String::new, |g| crate::digest::fields(&[format!("{g:?}")])),
+        plan.disk().map_or_else(String::new, |d| {
+            crate::digest::fields(&[format!("{:?} {:?}", d.graph, d.size)])
+        }),
     );
     for phase in crate::phase::stage(Stage::Late).map(Phase::name) {
         for name in list_hooks(hooks, phase) {
@@ -909,15 +871,16 @@ fn output_components(plan: &Plan, cli: &Cli, graph: Option<&Graph>, hooks: &Path
 
 /// This executable and the helpers it ships: any change to them may
 /// change what a build does.
-fn tool_digest() -> String {
+fn tool_digest(data: &Path) -> String {
     let exe = std::env::current_exe()
         .map(|p| crate::digest::path_digest(&p))
         .unwrap_or_else(|e| format!("unknown: {e}"));
     let helpers = [
-        crate::paths::lib_dir(),
-        crate::paths::chroot_helpers_dir(),
-        crate::paths::host_helpers_dir(),
-    ];
+        crate::paths::LIB,
+        crate::paths::CHROOT_HELPERS,
+        crate::paths::HOST_HELPERS,
+    ]
+    .map(|d| data.join(d));
     let mut fields = vec![env!("CARGO_PKG_VERSION").to_string(), exe];
     for d in helpers {
         for (rel, digest) in scan_files(&d) {
@@ -943,17 +906,7 @@ fn scan_files(dir: &Path) -> Vec<(String, String)> {
 
 /// Installed versions of host packages (those installed; others absent).
 fn host_versions(names: &[&str]) -> BTreeMap<String, String> {
-    let text = fs::read_to_string("/var/lib/dpkg/status").unwrap_or_default();
-    let mut out = BTreeMap::new();
-    crate::lock::deb822::scan(&text, ["Package", "Version", "Status"], |f| {
-        if let [Some(p), Some(v), Some(s)] = f
-            && names.contains(p)
-            && s.ends_with(" installed")
-        {
-            out.insert((*p).to_string(), (*v).to_string());
-        }
-    });
-    out
+    crate::pkgdb::host().host_versions(names)
 }
 
 // ---- hooks tree as data ----

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::element::envd;
 use crate::element::hooks as element_hooks;
-use crate::host::Cmd;
+use crate::host::{Cmd, Journal};
 use crate::log;
 use crate::plan::Plan;
 use crate::rootfs::chroot::IN_TARGET;
@@ -105,7 +105,10 @@ impl<'a> PhaseRunner<'a> {
         env.insert("TMP_IMAGE_DIR".into(), d.build.display().to_string());
         env.insert("LC_ALL".into(), "C".into());
         env.extend(self.extra_env.clone());
-        env.insert("PATH".into(), phase_path(place, &env));
+        env.insert(
+            "PATH".into(),
+            phase_path(place, &env, &self.plan.settings.data_dir),
+        );
         if place == Place::Chroot {
             for k in ["TMPDIR", "TMP", "TEMP"] {
                 env.remove(k);
@@ -115,14 +118,15 @@ impl<'a> PhaseRunner<'a> {
     }
 
     /// Runs every hook of `phase` (if it has any) and honours `break=`.
-    pub fn run_phase(&mut self, phase: &str) -> anyhow::Result<()> {
-        self.run_phase_from(phase, 0, &mut NoObserver)
+    pub fn run_phase(&mut self, journal: &mut Journal, phase: &str) -> anyhow::Result<()> {
+        self.run_phase_from(journal, phase, 0, &mut NoObserver)
     }
 
     /// Runs the hooks of `phase` after the first `skip` (those ran before a
     /// cached snapshot was taken), telling `obs` before and after each one.
     pub fn run_phase_from(
         &mut self,
+        journal: &mut Journal,
         phase: &str,
         skip: usize,
         obs: &mut dyn HookObserver,
@@ -130,6 +134,7 @@ impl<'a> PhaseRunner<'a> {
         let hooks = list_hooks(&self.dirs.hooks, phase);
         if skip == 0 {
             maybe_break(
+                &self.plan.settings,
                 &format!("before-{}", phase.trim_end_matches(".d")),
                 self.shell_cmd(phase),
             );
@@ -151,24 +156,28 @@ impl<'a> PhaseRunner<'a> {
             )),
         }
         let place = place_of(phase);
-        let env = self.phase_env(place)?;
+        let env = self.phase_env(journal, place)?;
         for (i, hook) in hooks.iter().enumerate().skip(skip) {
             let file = self.dirs.hooks.join(phase).join(hook);
             obs.before(phase, hook, &file)?;
             let started = std::time::Instant::now();
-            if let Err(e) = self.run_hook(phase, place, hook, &env) {
-                maybe_break("after-error", self.shell_cmd(phase));
+            if let Err(e) = self.run_hook(journal, phase, place, hook, &env) {
+                maybe_break(&self.plan.settings, "after-error", self.shell_cmd(phase));
                 return Err(e);
             }
-            obs.after(&HookDone {
-                phase,
-                name: hook,
-                position: i + 1,
-                count: hooks.len(),
-                elapsed: started.elapsed(),
-            })?;
+            obs.after(
+                journal,
+                &HookDone {
+                    phase,
+                    name: hook,
+                    position: i + 1,
+                    count: hooks.len(),
+                    elapsed: started.elapsed(),
+                },
+            )?;
         }
         maybe_break(
+            &self.plan.settings,
             &format!("after-{}", phase.trim_end_matches(".d")),
             self.shell_cmd(phase),
         );
@@ -176,8 +185,15 @@ impl<'a> PhaseRunner<'a> {
     }
 
     /// Sources environment.d once for a phase, where the phase runs.
-    fn phase_env(&self, place: Place) -> anyhow::Result<BTreeMap<String, String>> {
+    fn phase_env(
+        &self,
+        journal: &mut Journal,
+        place: Place,
+    ) -> anyhow::Result<BTreeMap<String, String>> {
         let base = self.base_env(place);
+        if self.plan.environment.is_empty() {
+            return Ok(base);
+        }
         let dir = match place {
             Place::Chroot => PathBuf::from(IN_TARGET).join("environment.d"),
             Place::Outside => self.dirs.hooks.join("environment.d"),
@@ -190,16 +206,13 @@ impl<'a> PhaseRunner<'a> {
             .map(|n| dir.join(n))
             .collect();
         let chroot = (place == Place::Chroot).then_some(self.dirs.target.as_path());
-        Ok(envd::source_environment_in(
-            &files,
-            &base,
-            &self.dirs.build,
-            chroot,
-        )?)
+        let cmd = envd::command(&files, &base, &self.dirs.build, chroot);
+        Ok(envd::read_result(journal.run(cmd), &base)?)
     }
 
     fn run_hook(
         &mut self,
+        journal: &mut Journal,
         phase: &str,
         place: Place,
         script: &str,
@@ -225,7 +238,7 @@ impl<'a> PhaseRunner<'a> {
         if phase == "block-device.d" {
             cmd = cmd.keep_stdout();
         }
-        let result = cmd.run();
+        let result = journal.run(cmd);
         let elapsed = started.elapsed();
         if let Ok(out) = &result {
             self.block_device_output
@@ -254,19 +267,25 @@ impl<'a> PhaseRunner<'a> {
     }
 
     /// Runs the `-p` packages through install-packages in the chroot.
-    pub fn install_extra_packages(&mut self, pkgs: &[String]) -> anyhow::Result<()> {
+    pub fn install_extra_packages(
+        &mut self,
+        journal: &mut Journal,
+        pkgs: &[String],
+    ) -> anyhow::Result<()> {
         if pkgs.is_empty() {
             return Ok(());
         }
         log::step(&format!("installing -p packages: {}", pkgs.join(" ")));
-        let env = self.phase_env(Place::Chroot)?;
-        Cmd::new("installing -p packages", "install-packages")
-            .args(pkgs)
-            .env_clear()
-            .envs(&env)
-            .chroot(&self.dirs.target)
-            .log_prefix("-p")
-            .run()
+        let env = self.phase_env(journal, Place::Chroot)?;
+        journal
+            .run(
+                Cmd::new("installing -p packages", "install-packages")
+                    .args(pkgs)
+                    .env_clear()
+                    .envs(&env)
+                    .chroot(&self.dirs.target)
+                    .log_prefix("-p"),
+            )
             .context("installing the packages given with -p")?;
         Ok(())
     }
@@ -337,7 +356,7 @@ pub struct HookDone<'a> {
 pub trait HookObserver {
     /// Before `name` runs; `file` is the hook in the hooks tree.
     fn before(&mut self, phase: &str, name: &str, file: &Path) -> anyhow::Result<()>;
-    fn after(&mut self, done: &HookDone) -> anyhow::Result<()>;
+    fn after(&mut self, journal: &mut Journal, done: &HookDone) -> anyhow::Result<()>;
 }
 
 struct NoObserver;
@@ -346,12 +365,12 @@ impl HookObserver for NoObserver {
     fn before(&mut self, _: &str, _: &str, _: &Path) -> anyhow::Result<()> {
         Ok(())
     }
-    fn after(&mut self, _: &HookDone) -> anyhow::Result<()> {
+    fn after(&mut self, _: &mut Journal, _: &HookDone) -> anyhow::Result<()> {
         Ok(())
     }
 }
 
-fn phase_path(place: Place, env: &BTreeMap<String, String>) -> String {
+fn phase_path(place: Place, env: &BTreeMap<String, String>, data: &Path) -> String {
     match place {
         Place::Chroot => CHROOT_PATH.to_string(),
         Place::Outside => {
@@ -359,7 +378,7 @@ fn phase_path(place: Place, env: &BTreeMap<String, String>) -> String {
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
             });
             if crate::host::is_root() {
-                format!("{}:{base}", crate::paths::host_helpers_dir().display())
+                format!("{}:{base}", data.join(crate::paths::HOST_HELPERS).display())
             } else {
                 base
             }
@@ -368,11 +387,8 @@ fn phase_path(place: Place, env: &BTreeMap<String, String>) -> String {
 }
 
 /// Drops into an interactive shell when `break=` names this point.
-fn maybe_break(point: &str, shell: Cmd) {
-    let Ok(want) = std::env::var("break") else {
-        return;
-    };
-    if !want.split(',').any(|w| w.trim() == point) {
+fn maybe_break(settings: &crate::plan::Settings, point: &str, shell: Cmd) {
+    if !settings.breaks_at(point) {
         return;
     }
     if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {

@@ -20,7 +20,7 @@ pub fn prepare(plan: &Plan, hooks: &Path) -> anyhow::Result<()> {
         let dir = &plan.element_paths[name];
         merge_element(name, dir, hooks)?;
     }
-    install_helpers(hooks)?;
+    install_helpers(&plan.settings.data_dir, hooks)?;
     write_pkg_maps(plan, hooks)?;
     write_package_lists(plan, hooks)?;
     Ok(())
@@ -51,8 +51,8 @@ fn element_subdirs(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-fn install_helpers(hooks: &Path) -> anyhow::Result<()> {
-    let src = crate::paths::chroot_helpers_dir();
+fn install_helpers(data: &Path, hooks: &Path) -> anyhow::Result<()> {
+    let src = data.join(crate::paths::CHROOT_HELPERS);
     let dst = hooks.join(OURS).join("bin");
     fs::create_dir_all(&dst)?;
     if src.is_dir() {

@@ -11,7 +11,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::mount;
+use super::{Cmd, CmdError, Host, Output, mount};
 use crate::log;
 
 /// One undoable host change.
@@ -63,7 +63,7 @@ impl Entry {
         })
     }
 
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         match self {
             Entry::Mount(p) => format!("unmounting {}", p.display()),
             Entry::Loop(p) => format!("detaching {}", p.display()),
@@ -74,30 +74,20 @@ impl Entry {
     }
 }
 
-/// What undoing an entry does to the host. A trait so teardown order can be
-/// tested without root.
-pub trait Undo {
-    fn undo(&mut self, e: &Entry) -> anyhow::Result<()>;
-}
-
-/// The real host.
-pub struct HostUndo;
-
-impl Undo for HostUndo {
-    fn undo(&mut self, e: &Entry) -> anyhow::Result<()> {
-        match e {
-            Entry::Mount(p) => mount::unmount(p),
-            Entry::Loop(p) => super::loopdev::detach(p),
-            Entry::CreatedFile(p) => remove_if_exists(p),
-            Entry::CreatedDir(p) => match fs::remove_dir(p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(anyhow::anyhow!("removing directory {}: {e}", p.display()))
-                }
-                _ => Ok(()),
-            },
-            Entry::Replaced(p, saved) => restore(p, saved),
-            Entry::Chroot(p) => super::procs::kill_inside(p),
-        }
+/// Undoes `e` on this machine.
+pub fn undo_on_host(e: &Entry) -> anyhow::Result<()> {
+    match e {
+        Entry::Mount(p) => mount::unmount(p),
+        Entry::Loop(p) => super::loopdev::detach(p),
+        Entry::CreatedFile(p) => remove_if_exists(p),
+        Entry::CreatedDir(p) => match fs::remove_dir(p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(anyhow::anyhow!("removing directory {}: {e}", p.display()))
+            }
+            _ => Ok(()),
+        },
+        Entry::Replaced(p, saved) => restore(p, saved),
+        Entry::Chroot(p) => super::procs::kill_inside(p),
     }
 }
 
@@ -130,24 +120,22 @@ fn remove_if_exists(p: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// The journal of one build.
+/// The journal of one build, holding the build's handle to the host: every
+/// command, mount and loop device goes through it, and what must be undone is
+/// written down as it is made.
 pub struct Journal {
     file: PathBuf,
     entries: Vec<Entry>,
-    undo: Box<dyn Undo + Send>,
+    host: Box<dyn Host>,
 }
 
 impl Journal {
-    /// A new, empty journal stored at `file`.
-    pub fn create(file: impl Into<PathBuf>) -> anyhow::Result<Self> {
-        Self::with_undo(file, Box::new(HostUndo))
-    }
-
-    pub fn with_undo(file: impl Into<PathBuf>, undo: Box<dyn Undo + Send>) -> anyhow::Result<Self> {
+    /// A new, empty journal stored at `file`, acting on `host`.
+    pub fn create(file: impl Into<PathBuf>, host: Box<dyn Host>) -> anyhow::Result<Self> {
         let j = Journal {
             file: file.into(),
             entries: Vec::new(),
-            undo,
+            host,
         };
         j.save()?;
         Ok(j)
@@ -162,8 +150,40 @@ impl Journal {
         Ok(Journal {
             file,
             entries,
-            undo: Box::new(HostUndo),
+            host: Box::new(super::RealHost),
         })
+    }
+
+    /// The host this journal acts on.
+    pub fn host(&mut self) -> &mut dyn Host {
+        self.host.as_mut()
+    }
+
+    /// Runs a command on the host, its output streamed to the log.
+    pub fn run(&mut self, cmd: Cmd) -> Result<Output, CmdError> {
+        self.host.run(cmd)
+    }
+
+    /// Runs a command on the host and returns its stdout, trailing newline trimmed.
+    pub fn read(&mut self, cmd: Cmd) -> Result<String, CmdError> {
+        let out = self.host.run(cmd.capture())?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+    }
+
+    /// Mounts `source` at `target` and records it; returns the entry.
+    pub fn mount(&mut self, source: &mount::Source, target: &Path) -> anyhow::Result<Entry> {
+        self.host.mount(source, target)?;
+        let e = Entry::Mount(target.to_path_buf());
+        self.record(e.clone())?;
+        Ok(e)
+    }
+
+    /// Attaches a loop device over `file` and records it.
+    pub fn attach_loop(&mut self, file: &Path) -> anyhow::Result<(PathBuf, Entry)> {
+        let dev = self.host.attach_loop(file, 0, None)?;
+        let e = Entry::Loop(dev.clone());
+        self.record(e.clone())?;
+        Ok((dev, e))
     }
 
     /// Records a change that has just been made.
@@ -177,12 +197,15 @@ impl Journal {
     /// take down the chroot mounts before the tree is archived.
     pub fn undo_until(&mut self, e: &Entry) -> anyhow::Result<()> {
         let Some(pos) = self.entries.iter().rposition(|x| x == e) else {
-            return Ok(());
+            return Err(anyhow::anyhow!(
+                "undoing up to {}: the journal has no such entry (it was undone already, or never made)",
+                e.describe()
+            ));
         };
         let mut errors = Vec::new();
         while self.entries.len() > pos {
             let entry = self.entries.pop().expect("non-empty");
-            if let Err(err) = self.undo.undo(&entry) {
+            if let Err(err) = self.host.undo(&entry) {
                 errors.push(format!("{}: {err:#}", entry.describe()));
                 // Keep what failed recorded so a later cleanup can retry it.
                 self.entries.insert(pos, entry);
@@ -202,7 +225,7 @@ impl Journal {
         let mut errors = Vec::new();
         let mut failed = Vec::new();
         while let Some(entry) = self.entries.pop() {
-            if let Err(err) = self.undo.undo(&entry) {
+            if let Err(err) = self.host.undo(&entry) {
                 errors.push(format!("{}: {err:#}", entry.describe()));
                 failed.push(entry);
             }
@@ -255,29 +278,26 @@ impl Drop for Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::fake::{Event, FakeHost};
     use std::sync::{Arc, Mutex};
 
-    struct Recorder(Arc<Mutex<Vec<String>>>, Option<PathBuf>);
-    impl Undo for Recorder {
-        fn undo(&mut self, e: &Entry) -> anyhow::Result<()> {
-            self.0.lock().unwrap().push(e.encode());
-            if let (Entry::Mount(p), Some(bad)) = (e, &self.1)
-                && p == bad
-            {
-                anyhow::bail!("busy");
-            }
-            Ok(())
+    fn journal(dir: &Path, fail: Option<&str>) -> (Journal, Arc<Mutex<Vec<Event>>>) {
+        let mut host = FakeHost::new();
+        if let Some(f) = fail {
+            host = host.fail_undo(Entry::Mount(f.into()));
         }
+        let log = host.events.clone();
+        (Journal::create(dir.join("j"), Box::new(host)).unwrap(), log)
     }
 
-    fn journal(dir: &Path, fail: Option<&str>) -> (Journal, Arc<Mutex<Vec<String>>>) {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let j = Journal::with_undo(
-            dir.join("j"),
-            Box::new(Recorder(log.clone(), fail.map(PathBuf::from))),
-        )
-        .unwrap();
-        (j, log)
+    fn undone(log: &Arc<Mutex<Vec<Event>>>) -> Vec<String> {
+        FakeHost::log(log)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Undo(e) => Some(e.encode()),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
@@ -292,7 +312,7 @@ mod tests {
         std::mem::forget(on_disk);
         j.close().unwrap();
         assert_eq!(
-            *log.lock().unwrap(),
+            undone(&log),
             ["mount\t/a/proc", "loop\t/dev/loop3", "mount\t/a"]
         );
         let text = fs::read_to_string(d.path().join("j")).unwrap();
@@ -308,7 +328,7 @@ mod tests {
         j.record(Entry::Mount("/c".into())).unwrap();
         let err = j.undo_all().unwrap_err().to_string();
         assert!(err.contains("unmounting /b"), "{err}");
-        assert_eq!(log.lock().unwrap().len(), 3);
+        assert_eq!(undone(&log).len(), 3);
         assert_eq!(j.entries(), [Entry::Mount("/b".into())]);
         j.entries.clear();
     }
@@ -322,7 +342,10 @@ mod tests {
         j.record(Entry::Mount("/t/proc".into())).unwrap();
         j.undo_until(&Entry::Mount("/t".into())).unwrap();
         assert_eq!(j.entries(), [Entry::Loop("/dev/loop1".into())]);
-        assert_eq!(log.lock().unwrap().len(), 2);
+        assert_eq!(undone(&log).len(), 2);
+        // An entry that is not there is an error, never a silent no-op.
+        let e = j.undo_until(&Entry::Mount("/t".into())).unwrap_err();
+        assert!(e.to_string().contains("no such entry"), "{e}");
         j.entries.clear();
     }
 

@@ -1,6 +1,13 @@
 //! The only layer that touches the host: the command runner, mounts, loop
 //! devices, namespaces, signals and the teardown journal.
+//!
+//! The executor reaches the host through [`Host`], held by the build's
+//! [`Journal`]: every command, mount and loop device of a build goes through
+//! it, and every undo too. [`RealHost`] does the work; [`fake::FakeHost`]
+//! records it, so the executor's order of effects and undos is tested
+//! without root.
 
+pub mod fake;
 pub mod files;
 pub mod interrupt;
 pub mod journal;
@@ -11,9 +18,78 @@ pub mod runner;
 pub mod tools;
 
 pub use journal::{Entry, Journal};
-pub use runner::{Cmd, CmdError};
+pub use runner::{Cmd, CmdError, Output};
+
+use std::path::{Path, PathBuf};
 
 /// True when running as root.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
+}
+
+/// What this host can do for a build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    pub root: bool,
+    pub loop_devices: bool,
+    pub device_mapper: bool,
+}
+
+/// The host side effects a build makes.
+pub trait Host: Send {
+    /// Runs a command as the runner does (its builder says where stdout goes).
+    fn run(&mut self, cmd: Cmd) -> Result<Output, CmdError>;
+    /// Mounts `source` at `target`.
+    fn mount(&mut self, source: &mount::Source, target: &Path) -> anyhow::Result<()>;
+    /// Attaches a loop device over `file` (a byte range of it when given).
+    fn attach_loop(
+        &mut self,
+        file: &Path,
+        offset: u64,
+        size: Option<u64>,
+    ) -> anyhow::Result<PathBuf>;
+    /// Makes the partition nodes of a loop device; returns them by number.
+    fn add_partitions(&mut self, dev: &Path) -> anyhow::Result<Vec<PathBuf>>;
+    /// Undoes one journal entry.
+    fn undo(&mut self, entry: &Entry) -> anyhow::Result<()>;
+    /// What the host offers.
+    fn capabilities(&self) -> Capabilities;
+}
+
+/// This machine.
+pub struct RealHost;
+
+impl Host for RealHost {
+    fn run(&mut self, cmd: Cmd) -> Result<Output, CmdError> {
+        cmd.run_here()
+    }
+
+    fn mount(&mut self, source: &mount::Source, target: &Path) -> anyhow::Result<()> {
+        mount::mount(source, target)
+    }
+
+    fn attach_loop(
+        &mut self,
+        file: &Path,
+        offset: u64,
+        size: Option<u64>,
+    ) -> anyhow::Result<PathBuf> {
+        loopdev::attach(file, offset, size)
+    }
+
+    fn add_partitions(&mut self, dev: &Path) -> anyhow::Result<Vec<PathBuf>> {
+        loopdev::add_partitions(dev)
+    }
+
+    fn undo(&mut self, entry: &Entry) -> anyhow::Result<()> {
+        journal::undo_on_host(entry)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            root: is_root(),
+            loop_devices: loopdev::available(),
+            device_mapper: Path::new("/dev/mapper/control").exists(),
+        }
+    }
 }

@@ -89,6 +89,8 @@ pub struct Cmd {
     log_prefix: Option<String>,
     teardown: bool,
     keep_stdout: bool,
+    /// Where stdout goes when the host runs the command ([`Cmd::capture`]).
+    mode: OutMode,
 }
 
 /// What a finished command gave back.
@@ -115,6 +117,7 @@ impl Cmd {
             log_prefix: None,
             teardown: false,
             keep_stdout: false,
+            mode: OutMode::Log,
         }
     }
 
@@ -195,6 +198,38 @@ impl Cmd {
     pub fn keep_stdout(mut self) -> Self {
         self.keep_stdout = true;
         self
+    }
+
+    /// Returns stdout in [`Output::stdout`] instead of logging it, when a
+    /// [`super::Host`] runs the command.
+    pub fn capture(mut self) -> Self {
+        self.mode = OutMode::Capture;
+        self
+    }
+
+    /// What the command is for ("formatting root filesystem").
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// The program and its arguments.
+    pub fn argv(&self) -> impl Iterator<Item = &OsStr> {
+        std::iter::once(self.program.as_os_str()).chain(self.args.iter().map(OsString::as_os_str))
+    }
+
+    /// The value the command's environment gives `key`, if set explicitly.
+    pub fn env_value(&self, key: &str) -> Option<&OsStr> {
+        self.envs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_os_str())
+    }
+
+    /// Runs the command on this host, in the mode the builder chose.
+    pub fn run_here(self) -> Result<Output, CmdError> {
+        let mode = self.mode;
+        self.execute(mode)
     }
 
     /// Prefix for each logged output line (e.g. the hook name).

@@ -1,7 +1,7 @@
 //! The lockfile: a header paragraph, then one deb822 paragraph per package,
 //! sorted by phase, then name, then architecture. See `docs/lockfile.md`.
 
-use super::deb822::{self, Paragraph};
+use crate::pkgdb::deb822::{self, Paragraph};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -20,6 +20,11 @@ pub struct Header {
     /// Base URLs tried (in order) after a package's own URL: `<base>/<Filename>`.
     pub snapshot: Vec<String>,
     pub generated_by: String,
+    /// The time the build's files get (SOURCE_DATE_EPOCH) when a build
+    /// from this lockfile is not given one: the recording build's own, else
+    /// the date of the archive's newest Release file it installed from. So
+    /// it depends on what was locked, not on when.
+    pub source_date_epoch: Option<u64>,
 }
 
 /// One pinned package.
@@ -144,6 +149,15 @@ impl Lockfile {
                 .map(String::from)
                 .collect(),
             generated_by: head.get("Generated-By").unwrap_or_default().to_string(),
+            source_date_epoch: match head.get("Source-Date-Epoch") {
+                None => None,
+                Some(v) => Some(v.parse().map_err(|_| {
+                    bad(
+                        head.line,
+                        format!("Source-Date-Epoch {v:?} is not a number of seconds"),
+                    )
+                })?),
+            },
         };
         let mut packages = Vec::new();
         let mut seen = BTreeMap::new();
@@ -214,6 +228,9 @@ impl Lockfile {
         }
         if !h.generated_by.is_empty() {
             head.set("Generated-By", &h.generated_by);
+        }
+        if let Some(t) = h.source_date_epoch {
+            head.set("Source-Date-Epoch", t.to_string());
         }
         let mut out = String::from(
             "# dib-create lockfile: every package the build installs, pinned by SHA256.\n\
@@ -412,6 +429,7 @@ mod tests {
                     "https://snapshot.debian.org/archive/debian/20250101T000000Z".into(),
                 ],
                 generated_by: "dib-create 0.1.0".into(),
+                source_date_epoch: Some(1_700_000_000),
             },
             packages: vec![
                 pkg("tree", "2.1.0-1", Phase::Install),

@@ -8,22 +8,106 @@
 //!   the locked .debs (from the content-addressed cache), served on 127.0.0.1;
 //! - [`Session`]: what the executor calls between phases.
 
-pub mod deb822;
 pub mod lockfile;
 pub mod record;
 pub mod repo;
 pub mod serve;
 
 use anyhow::Context;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::cache::{DebStore, Want};
-use crate::cli::Cli;
 use crate::error::UsageError;
-use crate::hooks::PhaseRunner;
 use crate::log;
-use crate::plan::Plan;
 use lockfile::{Lockfile, Phase};
+
+/// What the command line asks of lockfiles, checked when the plan is made:
+/// a lockfile to build from is read and parsed then, once.
+#[derive(Clone, Debug)]
+pub enum Request {
+    Off,
+    /// `--lock FILE`: build, then write FILE.
+    Record {
+        out: PathBuf,
+    },
+    /// `--lock-update FILE`: build, rewrite FILE, show what changed.
+    Update {
+        out: PathBuf,
+        old: Lockfile,
+    },
+    /// `--lockfile FILE`: build exactly what FILE pins.
+    Locked {
+        path: PathBuf,
+        lock: Lockfile,
+    },
+}
+
+impl Request {
+    /// Reads the lockfile a request names; a missing or malformed file, or
+    /// one for another architecture, is bad input.
+    pub fn read(
+        lock: Option<&Path>,
+        update: Option<&Path>,
+        locked: Option<&Path>,
+        arch: &str,
+    ) -> Result<Request, UsageError> {
+        if let Some(out) = lock {
+            return Ok(Request::Record {
+                out: out.to_path_buf(),
+            });
+        }
+        if let Some(out) = update {
+            let old = Lockfile::read(out).map_err(|e| UsageError(format!("--lock-update: {e}")))?;
+            return Ok(Request::Update {
+                out: out.to_path_buf(),
+                old,
+            });
+        }
+        let Some(path) = locked else {
+            return Ok(Request::Off);
+        };
+        let lock = Lockfile::read(path).map_err(|e| UsageError(format!("--lockfile: {e}")))?;
+        if lock.header.architecture != arch {
+            return Err(UsageError(format!(
+                "--lockfile {} locks architecture {}, but this build is for {arch} (-a)",
+                path.display(),
+                lock.header.architecture,
+            )));
+        }
+        Ok(Request::Locked {
+            path: path.to_path_buf(),
+            lock,
+        })
+    }
+
+    /// True when the build records a lockfile (every phase must run).
+    pub fn records(&self) -> bool {
+        matches!(self, Request::Record { .. } | Request::Update { .. })
+    }
+
+    /// The lockfile a locked build builds from.
+    pub fn locked(&self) -> Option<(&Path, &Lockfile)> {
+        match self {
+            Request::Locked { path, lock } => Some((path, lock)),
+            _ => None,
+        }
+    }
+
+    /// What `--dry-run` shows.
+    pub fn describe(&self) -> serde_json::Value {
+        match self {
+            Request::Off => serde_json::json!(null),
+            Request::Record { out } => serde_json::json!({"record": out}),
+            Request::Update { out, .. } => serde_json::json!({"update": out}),
+            Request::Locked { path, lock } => serde_json::json!({
+                "locked": path,
+                "packages": lock.packages.len(),
+                "source_date_epoch": lock.header.source_date_epoch,
+            }),
+        }
+    }
+}
 
 /// The lockfile side of one build.
 pub struct Session {
@@ -31,6 +115,8 @@ pub struct Session {
     arch: String,
     cache: PathBuf,
     offline: bool,
+    /// The build's SOURCE_DATE_EPOCH, recorded in a lockfile it writes.
+    epoch: Option<u64>,
 }
 
 enum Mode {
@@ -53,61 +139,49 @@ enum Mode {
 const JOBS: usize = 8;
 
 impl Session {
-    /// Reads the lock flags; fails early (exit 2) on a bad lockfile.
-    pub fn from_cli(cli: &Cli, plan: &Plan) -> anyhow::Result<Session> {
-        let cache = PathBuf::from(
-            plan.hook_env
-                .get("DIB_IMAGE_CACHE")
-                .cloned()
-                .unwrap_or_else(|| "/root/.cache/image-create".into()),
-        );
-        let mode = if let Some(out) = &cli.lock {
-            Mode::Record {
-                out: out.clone(),
+    /// The session for `request`, with the package cache at `cache`.
+    pub fn new(
+        request: &Request,
+        arch: &str,
+        cache: &Path,
+        offline: bool,
+        epoch: Option<u64>,
+    ) -> Session {
+        let mode = match request.clone() {
+            Request::Off => Mode::Off,
+            Request::Record { out } => Mode::Record {
+                out,
                 old: None,
                 rec: Default::default(),
-            }
-        } else if let Some(out) = &cli.lock_update {
-            let old = Lockfile::read(out).map_err(|e| UsageError(format!("--lock-update: {e}")))?;
-            Mode::Record {
-                out: out.clone(),
+            },
+            Request::Update { out, old } => Mode::Record {
+                out,
                 old: Some(old),
                 rec: Default::default(),
-            }
-        } else if let Some(path) = &cli.lockfile {
-            let lock = Lockfile::read(path).map_err(|e| UsageError(e.to_string()))?;
-            if lock.header.architecture != plan.arch {
-                return Err(UsageError(format!(
-                    "{} locks architecture {}, but this build is for {} (-a)",
-                    path.display(),
-                    lock.header.architecture,
-                    plan.arch
-                ))
-                .into());
-            }
-            Mode::Locked {
-                path: path.clone(),
+            },
+            Request::Locked { path, lock } => Mode::Locked {
+                path,
                 lock,
                 server: None,
-            }
-        } else {
-            Mode::Off
+            },
         };
-        Ok(Session {
+        Session {
             mode,
-            arch: plan.arch.clone(),
-            cache,
-            offline: cli.offline,
-        })
+            arch: arch.to_string(),
+            cache: cache.to_path_buf(),
+            offline,
+            epoch,
+        }
     }
 
     /// Before root.d. A locked build fetches every pinned .deb, writes the
     /// local repository under `build`, serves it and tells the elements
     /// (`DIB_CREATE_LOCK_REPO`, `DIB_CREATE_LOCK_SUITE`, `DIB_CREATE_LOCKFILE`,
     /// `DIB_CREATE_LOCK_BOOTSTRAP_KEY`).
-    pub fn before_root(&mut self, runner: &mut PhaseRunner, build: &Path) -> anyhow::Result<()> {
+    /// Returns the variables to give the hooks.
+    pub fn before_root(&mut self, build: &Path) -> anyhow::Result<BTreeMap<String, String>> {
         let Mode::Locked { path, lock, server } = &mut self.mode else {
-            return Ok(());
+            return Ok(BTreeMap::new());
         };
         let started = std::time::Instant::now();
         log::step(&format!(
@@ -139,15 +213,23 @@ impl Session {
             s.url(),
             started.elapsed().as_secs_f64()
         ));
-        runner.set_env("DIB_CREATE_LOCK_REPO", s.url());
-        runner.set_env("DIB_CREATE_LOCK_SUITE", lock.header.release.clone());
-        runner.set_env("DIB_CREATE_LOCKFILE", path.display().to_string());
-        runner.set_env(
-            "DIB_CREATE_LOCK_BOOTSTRAP_KEY",
-            format!("{}-{}", lock.bootstrap_key(), env!("CARGO_PKG_VERSION")),
-        );
+        let env = BTreeMap::from([
+            ("DIB_CREATE_LOCK_REPO".to_string(), s.url()),
+            (
+                "DIB_CREATE_LOCK_SUITE".to_string(),
+                lock.header.release.clone(),
+            ),
+            (
+                "DIB_CREATE_LOCKFILE".to_string(),
+                path.display().to_string(),
+            ),
+            (
+                "DIB_CREATE_LOCK_BOOTSTRAP_KEY".to_string(),
+                format!("{}-{}", lock.bootstrap_key(), env!("CARGO_PKG_VERSION")),
+            ),
+        ]);
         *server = Some(s);
-        Ok(())
+        Ok(env)
     }
 
     /// After the phase cache restored a tree: its apt configuration names the
@@ -193,7 +275,7 @@ impl Session {
                 if phase != Phase::PostInstall {
                     return Ok(());
                 }
-                let mut header = record::header_from_tree(target, &self.arch);
+                let mut header = record::header_from_tree(target, &self.arch, self.epoch);
                 if let Some(o) = old {
                     header.snapshot = o.header.snapshot.clone();
                 }
@@ -264,7 +346,7 @@ fn harvest(cache: &Path, target: &Path) {
 
 /// The installed packages must be exactly the locked ones.
 fn verify(lock: &Lockfile, path: &Path, target: &Path) -> anyhow::Result<()> {
-    let now = record::installed(target)?;
+    let now = crate::pkgdb::dpkg::installed(target)?;
     let mut problems = Vec::new();
     for p in lock.installed() {
         match now.get(&p.key()) {

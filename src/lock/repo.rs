@@ -87,7 +87,7 @@ fn pool_path(p: &Package) -> PathBuf {
 
 /// The .deb must be the package the lockfile says it is.
 fn check_control(p: &Package, control: &str) -> anyhow::Result<()> {
-    let paras = super::deb822::parse(control)
+    let paras = crate::pkgdb::deb822::parse(control)
         .with_context(|| format!("parsing the control fields of {}", p.name))?;
     let c = paras
         .first()
@@ -197,7 +197,7 @@ mod tests {
         let packages =
             std::fs::read_to_string(repo.join("dists/bookworm/main/binary-amd64/Packages"))
                 .unwrap();
-        let p = &crate::lock::deb822::parse(&packages).unwrap()[0];
+        let p = &crate::pkgdb::deb822::parse(&packages).unwrap()[0];
         assert_eq!(p.get("Priority"), Some("required"));
         assert_eq!(p.get("Depends"), Some("libc6"));
         assert_eq!(p.get("SHA256"), Some(sha.as_str()));

@@ -29,15 +29,7 @@ struct Layer {
 
 /// Maps dpkg architecture names to OCI/Go names.
 pub fn oci_arch(dpkg: &str) -> (&str, Option<&str>) {
-    match dpkg {
-        "amd64" => ("amd64", None),
-        "arm64" => ("arm64", Some("v8")),
-        "armhf" => ("arm", Some("v7")),
-        "armel" => ("arm", Some("v5")),
-        "i386" => ("386", None),
-        "ppc64el" => ("ppc64le", None),
-        other => (other, None),
-    }
+    crate::arch::Arch::parse(dpkg).map_or((dpkg, None), |a| a.oci)
 }
 
 pub(crate) use crate::digest::{sha256_bytes, sha256_of};

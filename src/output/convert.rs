@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::host::Cmd;
+use crate::host::{Cmd, Host};
 
 /// The qemu-img format name of an output type (`vhd` is qemu's `vpc`).
 pub fn qemu_format(kind: &str) -> &str {
@@ -15,6 +15,7 @@ pub fn qemu_format(kind: &str) -> &str {
 
 /// Converts a raw disk image into `kind` at `dest`.
 pub fn qemu_img(
+    host: &mut dyn Host,
     raw: &Path,
     dest: &Path,
     kind: &str,
@@ -34,7 +35,7 @@ pub fn qemu_img(
     if let Some(o) = options {
         c = c.arg("-o").arg(o);
     }
-    c.arg(raw).arg(dest).run()?;
+    host.run(c.arg(raw).arg(dest))?;
     Ok(())
 }
 
@@ -51,8 +52,43 @@ fn qcow2_compression(options: Option<&str>) -> Option<&'static str> {
     (!user_decides).then_some("zstd")
 }
 
+/// Compresses the raw disk into `dest` with zstd (every core, sparse
+/// regions read as zeros compress to almost nothing).
+pub fn zstd(host: &mut dyn Host, raw: &Path, dest: &Path) -> anyhow::Result<()> {
+    let words: Vec<&str> = super::tarball::ZSTD.split_whitespace().collect();
+    host.run(
+        Cmd::new("compressing the raw image with zstd", words[0])
+            .args(&words[1..])
+            .arg(raw)
+            .arg("-o")
+            .arg(dest)
+            .arg("-f"),
+    )?;
+    Ok(())
+}
+
+/// Renames, or copies keeping holes when the output is on another filesystem.
+pub fn move_sparse(host: &mut dyn Host, from: &Path, to: &Path) -> anyhow::Result<()> {
+    if std::fs::rename(from, to).is_ok() {
+        return Ok(());
+    }
+    host.run(
+        Cmd::new("copying the raw image", "cp")
+            .arg("--sparse=always")
+            .arg(from)
+            .arg(to),
+    )?;
+    std::fs::remove_file(from)?;
+    Ok(())
+}
+
 /// Writes a squashfs of the tree (pseudo filesystems left out).
-pub fn squashfs(root: &Path, dest: &Path, mtime_clamp: Option<u64>) -> anyhow::Result<()> {
+pub fn squashfs(
+    host: &mut dyn Host,
+    root: &Path,
+    dest: &Path,
+    mtime_clamp: Option<u64>,
+) -> anyhow::Result<()> {
     let mut c = Cmd::new("writing the squashfs image", "mksquashfs")
         .arg(root)
         .arg(dest)
@@ -69,7 +105,7 @@ pub fn squashfs(root: &Path, dest: &Path, mtime_clamp: Option<u64>) -> anyhow::R
     if let Some(t) = mtime_clamp {
         c = c.env("SOURCE_DATE_EPOCH", t.to_string());
     }
-    c.run()?;
+    host.run(c)?;
     Ok(())
 }
 

@@ -7,48 +7,18 @@
 //! the apt lists that carry each package's hash are still there (the dpkg
 //! element's cleanup removes them). A tree without dpkg gives an empty list.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use std::path::Path;
 
 use super::container::{rfc3339, sha256_bytes, sha256_of};
-use crate::lock::record;
 
-/// One installed package.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Package {
-    pub name: String,
-    pub version: String,
-    pub architecture: String,
-    /// SHA256 of the .deb it came from, when an apt list of the tree has it.
-    pub sha256: Option<String>,
-    pub url: Option<String>,
-}
+pub use crate::pkgdb::Package;
 
-/// The installed packages of the tree at `root`, sorted by name.
+/// The installed packages of the tree at `root` (none for a tree no
+/// package database manages).
 pub fn capture(root: &Path) -> anyhow::Result<Vec<Package>> {
-    if !root.join("var/lib/dpkg/status").exists() {
-        return Ok(Vec::new());
-    }
-    let installed = record::installed(root)?;
-    let wanted: Vec<(String, String, String)> = installed
-        .iter()
-        .map(|((n, a), v)| (n.clone(), v.clone(), a.clone()))
-        .collect();
-    let found = record::resolve_from_lists(root, &wanted)?;
-    Ok(wanted
-        .into_iter()
-        .map(|key| {
-            let r = found.get(&key);
-            Package {
-                name: key.0.clone(),
-                version: key.1.clone(),
-                architecture: key.2.clone(),
-                sha256: r.map(|r| r.sha256.clone()),
-                url: r.map(|r| r.url.clone()),
-            }
-        })
-        .collect())
+    crate::pkgdb::installed(root)
 }
 
 /// One finished output.

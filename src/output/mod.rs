@@ -9,7 +9,96 @@ pub mod tarball;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
+use crate::host::Host;
 use crate::log;
+use crate::plan::OutputKind;
+
+/// What the writers need besides the tree or disk.
+pub struct WriteContext<'a> {
+    pub arch: &'a str,
+    /// Repository and tag of docker and OCI outputs.
+    pub docker_target: &'a str,
+    /// SOURCE_DATE_EPOCH: caps file times in archives.
+    pub clamp: Option<u64>,
+    /// The image's creation time (SOURCE_DATE_EPOCH, else now).
+    pub created: u64,
+    /// Scratch space for intermediate files (the build directory).
+    pub scratch: &'a Path,
+    /// `-u` unset: compress qcow2.
+    pub compress_qcow2: bool,
+    /// `--qemu-img-options`.
+    pub qemu_img_options: Option<&'a str>,
+}
+
+/// Writes the output `kind`, made from the tree at `tree`, to `dest`.
+pub fn write_from_tree(
+    host: &mut dyn Host,
+    kind: OutputKind,
+    tree: &Path,
+    dest: &Path,
+    ctx: &WriteContext,
+) -> anyhow::Result<()> {
+    use tarball::Compression;
+    match kind {
+        OutputKind::Tar => tarball::write(host, tree, dest, Compression::None, ctx.clamp),
+        OutputKind::Tgz => tarball::write(host, tree, dest, Compression::Gzip, ctx.clamp),
+        OutputKind::TarZst => tarball::write(host, tree, dest, Compression::Zstd, ctx.clamp),
+        OutputKind::Squashfs => convert::squashfs(host, tree, dest, ctx.clamp),
+        OutputKind::Docker | OutputKind::Oci => {
+            let layer = ctx.scratch.join("layer.tar");
+            tarball::write(host, tree, &layer, Compression::None, ctx.clamp)?;
+            let meta = container::ImageMeta {
+                arch: ctx.arch,
+                target: ctx.docker_target,
+                created: ctx.created,
+            };
+            let r = if kind == OutputKind::Docker {
+                container::write_docker(&layer, dest, &meta)
+            } else {
+                container::write_oci(&layer, dest, &meta)
+            };
+            let _ = std::fs::remove_file(&layer);
+            r
+        }
+        other => anyhow::bail!(
+            "output type {} is made from the disk, not the tree",
+            other.name()
+        ),
+    }
+}
+
+/// Writes the output `kind`, converted from the raw disk `raw`, to `dest`.
+/// raw itself is moved, not copied, so it must be the last one written.
+pub fn write_from_disk(
+    host: &mut dyn Host,
+    kind: OutputKind,
+    raw: &Path,
+    dest: &Path,
+    ctx: &WriteContext,
+) -> anyhow::Result<()> {
+    match kind {
+        OutputKind::Raw => convert::move_sparse(host, raw, dest),
+        OutputKind::RawZst => convert::zstd(host, raw, dest),
+        OutputKind::Qcow2
+        | OutputKind::Vhd
+        | OutputKind::Vpc
+        | OutputKind::Vmdk
+        | OutputKind::Vdi
+        | OutputKind::Vhdx
+        | OutputKind::Qed => convert::qemu_img(
+            host,
+            raw,
+            dest,
+            kind.name(),
+            ctx.compress_qcow2,
+            ctx.qemu_img_options,
+        ),
+        other => anyhow::bail!(
+            "output type {} is made from the tree, not the disk",
+            other.name()
+        ),
+    }
+}
 
 /// A file being written; becomes `final_path` only on `commit`.
 pub struct Pending {

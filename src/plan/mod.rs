@@ -1,25 +1,35 @@
-//! The resolved, serialisable build plan: everything decided before any side
-//! effect. `--dry-run` prints it; the executor consumes it.
+//! The resolved, serialisable build plan: every decision, made before any
+//! side effect. `--dry-run` prints it; the executor carries it out and reads
+//! nothing else (no command line, no environment).
 //!
 //! [`build`] runs the element engine over the command line and the caller's
 //! environment: discovery, resolution, hooks, environment.d (sourced by bash in
-//! a temporary directory), package-installs and the outputs.
+//! a temporary directory), package-installs, the outputs, the disk, the
+//! lockfile and dib-create's own settings, and checks every value a build
+//! would refuse.
 
+mod disk;
 mod env;
 mod outputs;
+mod release;
 mod render;
+mod settings;
+pub mod validate;
 
+pub use disk::{DiskError, DiskPlan};
 pub use env::{hook_env, search_dirs};
-pub use outputs::outputs;
+pub use outputs::{KINDS, OutputError, OutputKind, Source, kind_at, outputs, wants_disk};
 pub use render::render_text;
+pub use settings::{EpochFrom, FinaliseOn, PhaseCacheSettings, Settings};
 
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::cli::Cli;
 use crate::element::package_installs;
 use crate::element::{self, ElementError, envd};
+use crate::error::UsageError;
 
 /// Packages a phase installs and removes (already pkg-mapped).
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -32,8 +42,20 @@ pub struct PhasePackages {
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct OutputSpec {
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: OutputKind,
     pub path: PathBuf,
+}
+
+/// How the outputs are written.
+#[derive(Clone, Debug, Serialize)]
+pub struct OutputOptions {
+    /// qcow2 is compressed unless `-u`.
+    pub compress_qcow2: bool,
+    /// `--qemu-img-options`.
+    pub qemu_img_options: Option<String>,
+    /// Repository and tag of docker and OCI outputs (DIB's default: the
+    /// image's name).
+    pub docker_target: String,
 }
 
 /// The whole plan. Key names are a public contract (tests and later stages rely on them).
@@ -51,6 +73,7 @@ pub struct Plan {
     pub packages: BTreeMap<String, PhasePackages>,
     /// Files to produce.
     pub outputs: Vec<OutputSpec>,
+    pub output_options: OutputOptions,
     /// Target architecture (dpkg naming).
     pub arch: String,
     /// Image name (`-o`).
@@ -61,22 +84,58 @@ pub struct Plan {
     /// Environment after sourcing environment.d on the host (what `when:` saw).
     pub resolved_env: BTreeMap<String, String>,
     /// The block-device nodes in creation order and the image size, when a
-    /// disk output is asked for (filled by the build layer, which owns the
-    /// block-device config).
+    /// disk output is asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub block_device: Option<serde_json::Value>,
+    pub block_device: Option<DiskPlan>,
+    /// Lockfile recording or enforcement.
+    #[serde(serialize_with = "serialize_lock")]
+    pub lock: crate::lock::Request,
+    /// dib-create's own settings.
+    pub settings: Settings,
+    /// Hook variables that differ from build to build without changing what
+    /// is built (host paths): left out of the phase cache's keys and of the
+    /// image's record of its settings when the build is reproducible.
+    pub per_build: Vec<String>,
+}
+
+fn serialize_lock<S: serde::Serializer>(r: &crate::lock::Request, s: S) -> Result<S::Ok, S::Error> {
+    r.describe().serialize(s)
+}
+
+impl Plan {
+    /// The image name's last component (the output's file name without extension).
+    pub fn short_name(&self) -> String {
+        Path::new(&self.image_name).file_name().map_or_else(
+            || self.image_name.clone(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    }
+
+    /// The block-device config, when the build makes a disk.
+    pub fn disk(&self) -> Option<&DiskPlan> {
+        self.block_device.as_ref()
+    }
 }
 
 /// The packages key holding the `-p` packages (installed after install.d).
 pub const EXTRA_PACKAGES: &str = "extra";
+
+/// Hook variables that name per-build host paths.
+pub const PER_BUILD: &[&str] = &["DIB_IMAGE_CACHE", "DIB_MANIFEST_SAVE_DIR"];
 
 /// Why a plan could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error(transparent)]
     Element(#[from] ElementError),
-    #[error("no output type given: -t needs at least one of qcow2, raw, tar, ...")]
-    NoOutputTypes,
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    #[error(transparent)]
+    Arch(#[from] crate::arch::UnknownArch),
     #[error("creating a temporary directory for sourcing environment.d: {0}")]
     TempDir(#[source] std::io::Error),
 }
@@ -96,7 +155,18 @@ pub fn build(cli: &Cli) -> Result<Plan, PlanError> {
 
 /// Makes the plan for `cli` with `caller` as the caller's environment.
 pub fn build_with_env(cli: &Cli, caller: &BTreeMap<String, String>) -> Result<Plan, PlanError> {
-    let arch = target_arch(cli);
+    let arch = target_arch(cli)?;
+    validate::output_name(&cli.output)?;
+    for p in cli.extra_packages() {
+        validate::package_name(&p)?;
+    }
+    let outputs = outputs(&cli.output, &cli.output_types())?;
+    let lock = crate::lock::Request::read(
+        cli.lock.as_deref(),
+        cli.lock_update.as_deref(),
+        cli.lockfile.as_deref(),
+        &arch,
+    )?;
     let dirs = search_dirs(caller);
     let set = element::discover(&dirs)?;
     let block_device_config_set = !cli.clear_env
@@ -118,12 +188,38 @@ pub fn build_with_env(cli: &Cli, caller: &BTreeMap<String, String>) -> Result<Pl
         .collect();
     let hooks = element::collect_hooks(&element_list)?;
     let environment = element::collect_environment(&element_list)?;
-    let hook_env = hook_env(cli, caller, &arch, &element_list, &dirs);
+    let mut hook_env = hook_env(cli, caller, &arch, &element_list, &dirs);
+    let image_cache = PathBuf::from(&hook_env["DIB_IMAGE_CACHE"]);
+    let settings = Settings::read(cli, caller, image_cache, &lock)?;
+    if let (Some(t), Some(EpochFrom::Lockfile)) = (settings.source_date_epoch, settings.epoch_from)
+    {
+        // The tools hooks run read it too (mmdebstrap, mkinitramfs).
+        hook_env.insert("SOURCE_DATE_EPOCH".into(), t.to_string());
+    }
+    hook_env.insert("DIB_CREATE_PER_BUILD".into(), PER_BUILD.join(" "));
     let resolved_env = source_on_host(&environment, &hook_env)?;
+    release::check(&resolved_env, cli.offline)?;
     let packages = packages(cli, &element_list, &resolved_env, &arch)?;
-    let outputs = outputs(cli);
-    if outputs.is_empty() {
-        return Err(PlanError::NoOutputTypes);
+    let block_device = if wants_disk(&outputs) {
+        Some(disk::plan(&disk::DiskInputs {
+            cli,
+            hook_env: &hook_env,
+            resolved_env: &resolved_env,
+            elements: &element_list,
+            arch: &arch,
+        })?)
+    } else {
+        None
+    };
+    let short = Path::new(&cli.output)
+        .file_name()
+        .map_or_else(|| "image".into(), |n| n.to_string_lossy().into_owned());
+    let docker_target = cli.docker_target.clone().unwrap_or(short);
+    if outputs
+        .iter()
+        .any(|o| matches!(o.kind, OutputKind::Docker | OutputKind::Oci))
+    {
+        validate::docker_target(&docker_target)?;
     }
     Ok(Plan {
         element_paths: element_list.into_iter().collect(),
@@ -132,22 +228,31 @@ pub fn build_with_env(cli: &Cli, caller: &BTreeMap<String, String>) -> Result<Pl
         environment,
         packages,
         outputs,
+        output_options: OutputOptions {
+            compress_qcow2: !cli.uncompressed,
+            qemu_img_options: cli
+                .qemu_img_options
+                .clone()
+                .filter(|o| !o.trim().is_empty()),
+            docker_target,
+        },
         arch,
         image_name: cli.output.clone(),
         hook_env,
         resolved_env,
-        block_device: None,
+        block_device,
+        lock,
+        settings,
+        per_build: PER_BUILD.iter().map(|s| s.to_string()).collect(),
     })
 }
 
-/// `-a` (or ARCH), else the host's, in dpkg naming.
-pub fn target_arch(cli: &Cli) -> String {
-    let arch = cli
-        .arch
-        .as_deref()
-        .filter(|a| !a.is_empty())
-        .unwrap_or(crate::cli::host_arch());
-    crate::cli::dpkg_arch(arch).to_owned()
+/// `-a` (or ARCH), else the host's, in dpkg naming; an unknown name is refused.
+pub fn target_arch(cli: &Cli) -> Result<String, crate::arch::UnknownArch> {
+    match cli.arch.as_deref().filter(|a| !a.is_empty()) {
+        None => Ok(crate::arch::Arch::host().dpkg.to_owned()),
+        Some(a) => Ok(crate::arch::Arch::parse(a)?.dpkg.to_owned()),
+    }
 }
 
 /// Sources environment.d in a throw-away directory, so nothing else is written.

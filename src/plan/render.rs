@@ -47,7 +47,8 @@ pub fn render_text(plan: &Plan) -> String {
         let _ = writeln!(s, "  {k}={}", v.replace('\n', "\\n"));
     }
     if let Some(bd) = &plan.block_device {
-        render_block_device(&mut s, bd);
+        let v = serde_json::to_value(bd).unwrap_or_default();
+        render_block_device(&mut s, &v);
     }
     s
 }

@@ -11,21 +11,8 @@ const BINFMT_DIR: &str = "/proc/sys/fs/binfmt_misc";
 
 /// The qemu-user name of a dpkg architecture, when it needs emulation on this host.
 pub fn qemu_name(dpkg_arch: &str) -> Option<&'static str> {
-    let host = crate::cli::host_arch();
-    if dpkg_arch == host || (host == "amd64" && dpkg_arch == "i386") {
-        return None;
-    }
-    Some(match dpkg_arch {
-        "arm64" => "aarch64",
-        "armhf" | "armel" => "arm",
-        "ppc64el" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        "i386" => "i386",
-        "amd64" => "x86_64",
-        "mips64el" => "mips64el",
-        _ => return None,
-    })
+    let arch = crate::arch::Arch::parse(dpkg_arch).ok()?;
+    (!arch.runs_natively()).then_some(arch.qemu_user)
 }
 
 /// Ensures binaries of `dpkg_arch` run here; registers the qemu entry if needed.
@@ -108,7 +95,7 @@ mod tests {
 
     #[test]
     fn native_needs_nothing() {
-        assert_eq!(qemu_name(crate::cli::host_arch()), None);
+        assert_eq!(qemu_name(crate::arch::Arch::host().dpkg), None);
     }
 
     #[test]

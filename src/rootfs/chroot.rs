@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::host::journal::{Entry, Journal};
-use crate::host::mount::{self, Source};
+use crate::host::mount::Source;
 
 /// Where the hooks directory appears inside the chroot (DIB's path).
 pub const IN_TARGET: &str = "/tmp/in_target.d";
@@ -23,8 +23,7 @@ const POLICY_RC_D: &str =
 /// Sets up `root` as a chroot. Returns the first journal entry it made, to
 /// undo the chroot alone with `Journal::undo_until`.
 pub fn enter(journal: &mut Journal, root: &Path, hooks_dir: &Path) -> anyhow::Result<Entry> {
-    let first = Entry::Mount(root.join("proc"));
-    mount_pseudo_filesystems(journal, root)?;
+    let first = mount_pseudo_filesystems(journal, root)?;
     bind_hooks(journal, root, hooks_dir)?;
     install_resolv_conf(journal, root)?;
     block_daemons(journal, root)?;
@@ -34,7 +33,8 @@ pub fn enter(journal: &mut Journal, root: &Path, hooks_dir: &Path) -> anyhow::Re
     Ok(first)
 }
 
-fn mount_pseudo_filesystems(journal: &mut Journal, root: &Path) -> anyhow::Result<()> {
+/// Returns the first entry (proc).
+fn mount_pseudo_filesystems(journal: &mut Journal, root: &Path) -> anyhow::Result<Entry> {
     let table: [(&str, Source); 5] = [
         (
             "proc",
@@ -60,13 +60,14 @@ fn mount_pseudo_filesystems(journal: &mut Journal, root: &Path) -> anyhow::Resul
             },
         ),
     ];
+    let mut first = None;
     for (rel, src) in table {
         let target = root.join(rel);
         ensure_dir(&target)?;
-        mount::mount(&src, &target)?;
-        journal.record(Entry::Mount(target))?;
+        let e = journal.mount(&src, &target)?;
+        first.get_or_insert(e);
     }
-    Ok(())
+    Ok(first.expect("the table is not empty"))
 }
 
 fn bind_hooks(journal: &mut Journal, root: &Path, hooks_dir: &Path) -> anyhow::Result<()> {
@@ -76,8 +77,8 @@ fn bind_hooks(journal: &mut Journal, root: &Path, hooks_dir: &Path) -> anyhow::R
         fs::create_dir(&target).with_context(|| format!("creating {}", target.display()))?;
         journal.record(Entry::CreatedDir(target.clone()))?;
     }
-    mount::mount(&Source::Bind(hooks_dir), &target)?;
-    journal.record(Entry::Mount(target))
+    journal.mount(&Source::Bind(hooks_dir), &target)?;
+    Ok(())
 }
 
 /// Puts the host's resolver configuration in place for the build; the image's

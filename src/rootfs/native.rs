@@ -57,10 +57,13 @@ const LOADER: &str = "ldnative";
 
 /// Prepares `hooks/dib-create/native` for the image in `target`; returns the
 /// tools it holds (none when the architectures match or no version does).
-pub fn prepare(target: &Path, hooks: &Path, arch: &str) -> anyhow::Result<Vec<String>> {
-    if arch == crate::cli::host_arch()
-        || std::env::var("DIB_CREATE_NATIVE_TOOLS").as_deref() == Ok("0")
-    {
+pub fn prepare(
+    target: &Path,
+    hooks: &Path,
+    arch: &str,
+    enabled: bool,
+) -> anyhow::Result<Vec<String>> {
+    if arch == crate::arch::Arch::host().dpkg || !enabled {
         return Ok(Vec::new());
     }
     let dir = hooks.join(OURS).join("native");

@@ -1,55 +1,13 @@
-//! Making filesystems and filling them with a directory's contents.
-//!
-//! Two ways to fill, chosen per filesystem:
-//! - **from the tree** (the default): the filesystem is built from a staging
-//!   directory without a kernel mount (`mke2fs -d`, `mkfs.btrfs --rootdir`,
-//!   `mkfs.vfat` + `mcopy`). No mount means no random inode generations or
-//!   access times, so the bytes can be reproducible; it also works where the
-//!   kernel cannot mount the filesystem (vfat here) and needs no privileges
-//!   beyond writing the device.
-//! - **mounted**: make the filesystem, mount it, copy the tree in (GNU tar,
-//!   keeping owners, modes, xattrs and hard links), unmount. Used for
-//!   filesystems whose tools cannot populate from a directory (xfs on
-//!   bookworm's xfsprogs) and available to any other by request.
+//! Making filesystems and filling them with a directory's contents (what to
+//! make is decided in `crate::blockdev::mkfs`). Every command goes through
+//! the build's journal, so the host it acts on is the build's.
 
 use anyhow::{Context, bail};
 use std::path::Path;
 
-use crate::host::mount::{self, Source};
-use crate::host::{Cmd, Entry, Journal};
-
-/// A filesystem to make.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FsSpec {
-    /// ext2, ext3, ext4, xfs, btrfs, vfat or swap.
-    pub fstype: String,
-    pub label: Option<String>,
-    pub uuid: String,
-    /// Extra mkfs options, already split into words.
-    pub opts: Vec<String>,
-}
-
-/// How a filesystem gets its contents.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FillMode {
-    FromTree,
-    Mounted,
-}
-
-/// The fill mode used for `fstype` unless a caller asks otherwise.
-pub fn default_mode(fstype: &str) -> FillMode {
-    match fstype {
-        "xfs" => FillMode::Mounted,
-        _ => FillMode::FromTree,
-    }
-}
-
-/// Options for reproducible filesystems.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Repro {
-    /// SOURCE_DATE_EPOCH: the filesystem's own timestamps.
-    pub epoch: Option<u64>,
-}
+use crate::blockdev::mkfs::{FillMode, FsSpec, Repro, mkfs_command};
+use crate::host::mount::Source;
+use crate::host::{Cmd, Journal};
 
 /// Makes the filesystem on `dev` and fills it from `tree` (None: leave it empty).
 pub fn make_and_fill(
@@ -67,14 +25,14 @@ pub fn make_and_fill(
         None
     };
     if let (Some(t), Some(epoch)) = (tree, repro.epoch) {
-        clamp_tree_times(t, epoch)?;
+        clamp_tree_times(journal, t, epoch)?;
     }
-    make(dev, spec, from_tree, repro)?;
+    journal.run(mkfs_command(dev, spec, from_tree, repro)?)?;
     match (mode, tree) {
         (FillMode::Mounted, Some(t)) => fill_mounted(dev, spec, t, journal, scratch),
-        (FillMode::FromTree, Some(t)) if spec.fstype == "vfat" => fill_vfat(dev, t),
+        (FillMode::FromTree, Some(t)) if spec.fstype == "vfat" => fill_vfat(journal, dev, t),
         (FillMode::FromTree, Some(t)) if spec.fstype.starts_with("ext") => match repro.epoch {
-            Some(epoch) => normalise_ext_metadata(dev, t, epoch, scratch),
+            Some(epoch) => normalise_ext_metadata(journal, dev, t, epoch, scratch),
             None => Ok(()),
         },
         _ => Ok(()),
@@ -95,7 +53,7 @@ pub fn make_and_fill(
 /// The access pass walks depth first (`-depth`): find reads a directory before
 /// it caps it, so its own read cannot move the time again. mke2fs -d and
 /// mkfs.btrfs --rootdir stat each entry before they read it.
-pub fn clamp_tree_times(tree: &Path, epoch: u64) -> anyhow::Result<()> {
+pub fn clamp_tree_times(journal: &mut Journal, tree: &Path, epoch: u64) -> anyhow::Result<()> {
     let stamp = format!("@{epoch}");
     // (what, find's test, touch's flag, extra find options)
     let passes: [(&str, &str, &str, &[&str]); 2] = [
@@ -103,15 +61,16 @@ pub fn clamp_tree_times(tree: &Path, epoch: u64) -> anyhow::Result<()> {
         ("access", "-newerat", "-a", &["-depth"]),
     ];
     for (what, newer, flag, opts) in passes {
-        Cmd::new(
-            format!("capping file {what} times at SOURCE_DATE_EPOCH"),
-            "find",
-        )
-        .arg(tree)
-        .args(opts.iter().copied())
-        .args(["-xdev", newer, &stamp, "-exec", "touch", "--no-dereference"])
-        .args([flag, "--date", &stamp, "{}", "+"])
-        .run()?;
+        journal.run(
+            Cmd::new(
+                format!("capping file {what} times at SOURCE_DATE_EPOCH"),
+                "find",
+            )
+            .arg(tree)
+            .args(opts.iter().copied())
+            .args(["-xdev", newer, &stamp, "-exec", "touch", "--no-dereference"])
+            .args([flag, "--date", &stamp, "{}", "+"]),
+        )?;
     }
     Ok(())
 }
@@ -127,6 +86,7 @@ pub fn clamp_tree_times(tree: &Path, epoch: u64) -> anyhow::Result<()> {
 ///   (a zero count also stops debugfs adding its own writes), and `close -a`
 ///   writes that to the backup superblocks, which mke2fs stamped too.
 fn normalise_ext_metadata(
+    journal: &mut Journal,
     dev: &Path,
     tree: &Path,
     epoch: u64,
@@ -147,19 +107,20 @@ fn normalise_ext_metadata(
     cmds.push_str("ssv kbytes_written 0\nclose -a\n");
     let file = scratch.join("debugfs-normalise");
     std::fs::write(&file, cmds)?;
-    Cmd::new(
-        format!(
-            "setting inode change times and write counts on {}",
-            dev.display()
-        ),
-        "debugfs",
-    )
-    .args(["-w", "-f"])
-    .arg(&file)
-    .arg(dev)
-    // debugfs stamps the superblock's write time too.
-    .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
-    .read()?;
+    journal.read(
+        Cmd::new(
+            format!(
+                "setting inode change times and write counts on {}",
+                dev.display()
+            ),
+            "debugfs",
+        )
+        .args(["-w", "-f"])
+        .arg(&file)
+        .arg(dev)
+        // debugfs stamps the superblock's write time too.
+        .env("E2FSPROGS_FAKE_TIME", epoch.to_string()),
+    )?;
     std::fs::remove_file(&file)?;
     Ok(())
 }
@@ -183,126 +144,8 @@ fn walk_relative(dir: &Path, rel: &Path, out: &mut Vec<std::path::PathBuf>) -> a
     Ok(())
 }
 
-/// The mkfs command line for a spec (with population where the tool can).
-pub fn mkfs_command(
-    dev: &Path,
-    spec: &FsSpec,
-    tree: Option<&Path>,
-    repro: Repro,
-) -> anyhow::Result<Cmd> {
-    let what = format!("making {} on {}", spec.fstype, dev.display());
-    let label = spec.label.as_deref();
-    let c = match spec.fstype.as_str() {
-        "ext2" | "ext3" | "ext4" => {
-            // mke2fs keeps only the last -E, so ours and the config's are merged.
-            let (extended, rest) = take_extended_opts(&spec.opts);
-            let mut ext = vec![
-                "root_owner=0:0".to_string(),
-                format!("hash_seed={}", spec.uuid),
-            ];
-            ext.extend(extended);
-            let mut c = Cmd::new(what, "mke2fs")
-                .args(["-F", "-q", "-t", &spec.fstype, "-U", &spec.uuid])
-                .args(["-E", &ext.join(",")]);
-            if let Some(l) = label {
-                c = c.args(["-L", l]);
-            }
-            if let Some(t) = tree {
-                c = c.arg("-d").arg(t);
-            }
-            if let Some(e) = repro.epoch {
-                c = c.env("E2FSPROGS_FAKE_TIME", e.to_string());
-            }
-            c.args(rest).arg(dev)
-        }
-        "xfs" => {
-            let mut c =
-                Cmd::new(what, "mkfs.xfs").args(["-f", "-m", &format!("uuid={}", spec.uuid)]);
-            if let Some(l) = label {
-                c = c.args(["-L", l]);
-            }
-            c.args(&spec.opts).arg(dev)
-        }
-        "btrfs" => {
-            let mut c = Cmd::new(what, "mkfs.btrfs").args(["-f", "-U", &spec.uuid]);
-            if let Some(l) = label {
-                c = c.args(["-L", l]);
-            }
-            if let Some(t) = tree {
-                c = c.arg("--rootdir").arg(t);
-            }
-            c.args(&spec.opts).arg(dev)
-        }
-        "vfat" => {
-            let mut c = Cmd::new(what, "mkfs.vfat").args(["-i", &vfat_volume_id(&spec.uuid)?]);
-            if let Some(l) = label {
-                c = c.args(["-n", l]);
-            }
-            if repro.epoch.is_some() {
-                c = c.arg("--invariant");
-            }
-            c.args(&spec.opts).arg(dev)
-        }
-        "swap" => {
-            let mut c = Cmd::new(what, "mkswap").args(["-U", &spec.uuid]);
-            if let Some(l) = label {
-                c = c.args(["-L", l]);
-            }
-            c.args(&spec.opts).arg(dev)
-        }
-        other => bail!(
-            "filesystem type {other} is not supported (use ext2, ext3, ext4, xfs, btrfs, vfat or swap)"
-        ),
-    };
-    Ok(c)
-}
-
-/// Splits `-E a,b` / `-Ea,b` out of mke2fs options.
-fn take_extended_opts(opts: &[String]) -> (Vec<String>, Vec<String>) {
-    let mut ext = Vec::new();
-    let mut rest = Vec::new();
-    let mut it = opts.iter();
-    while let Some(o) = it.next() {
-        match o.strip_prefix("-E") {
-            Some("") => ext.extend(
-                it.next()
-                    .map(|v| v.split(',').map(String::from).collect::<Vec<_>>())
-                    .unwrap_or_default(),
-            ),
-            Some(v) => ext.extend(v.split(',').map(String::from)),
-            None => rest.push(o.clone()),
-        }
-    }
-    (ext, rest)
-}
-
-fn make(dev: &Path, spec: &FsSpec, tree: Option<&Path>, repro: Repro) -> anyhow::Result<()> {
-    mkfs_command(dev, spec, tree, repro)?.run()?;
-    Ok(())
-}
-
-/// A FAT volume id is 32 bits: the UUID's first 8 hex digits, or a
-/// `XXXX-XXXX` id as blkid prints it.
-pub fn vfat_volume_id(uuid: &str) -> anyhow::Result<String> {
-    let hex: String = uuid
-        .chars()
-        .filter(|c| c.is_ascii_hexdigit())
-        .take(8)
-        .collect();
-    if hex.len() != 8 {
-        bail!("{uuid:?} cannot be a FAT volume id: it needs 8 hex digits (e.g. 1234-ABCD)");
-    }
-    Ok(hex.to_uppercase())
-}
-
-/// blkid's spelling of a FAT volume id (`ABCD-1234`), which fstab uses.
-pub fn vfat_uuid_display(uuid: &str) -> anyhow::Result<String> {
-    let id = vfat_volume_id(uuid)?;
-    Ok(format!("{}-{}", &id[..4], &id[4..]))
-}
-
 /// Copies a tree into a FAT image with mtools: no kernel mount.
-fn fill_vfat(dev: &Path, tree: &Path) -> anyhow::Result<()> {
+fn fill_vfat(journal: &mut Journal, dev: &Path, tree: &Path) -> anyhow::Result<()> {
     let entries: Vec<_> = std::fs::read_dir(tree)
         .with_context(|| format!("reading {}", tree.display()))?
         .filter_map(Result::ok)
@@ -313,16 +156,17 @@ fn fill_vfat(dev: &Path, tree: &Path) -> anyhow::Result<()> {
     }
     let mut sorted = entries;
     sorted.sort();
-    Cmd::new(
-        format!("copying files into the FAT filesystem {}", dev.display()),
-        "mcopy",
-    )
-    .env("MTOOLS_SKIP_CHECK", "1")
-    .args(["-s", "-p", "-m", "-Q", "-i"])
-    .arg(dev)
-    .args(&sorted)
-    .arg("::/")
-    .run()?;
+    journal.run(
+        Cmd::new(
+            format!("copying files into the FAT filesystem {}", dev.display()),
+            "mcopy",
+        )
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-s", "-p", "-m", "-Q", "-i"])
+        .arg(dev)
+        .args(&sorted)
+        .arg("::/"),
+    )?;
     Ok(())
 }
 
@@ -339,7 +183,7 @@ fn fill_mounted(
     }
     let mnt = scratch.join(format!("fill-{}", spec.uuid));
     std::fs::create_dir_all(&mnt)?;
-    mount::mount(
+    let entry = journal.mount(
         &Source::Device {
             dev,
             fstype: &spec.fstype,
@@ -347,9 +191,7 @@ fn fill_mounted(
         },
         &mnt,
     )?;
-    let entry = Entry::Mount(mnt.clone());
-    journal.record(entry.clone())?;
-    let copied = copy_tree(tree, &mnt);
+    let copied = copy_tree(journal, tree, &mnt);
     let unmounted = journal.undo_until(&entry);
     copied?;
     unmounted?;
@@ -358,21 +200,23 @@ fn fill_mounted(
 }
 
 /// Copies a tree keeping owners, modes, xattrs, ACLs and hard links.
-pub fn copy_tree(src: &Path, dst: &Path) -> anyhow::Result<()> {
+pub fn copy_tree(journal: &mut Journal, src: &Path, dst: &Path) -> anyhow::Result<()> {
     let pack = format!(
         "tar -C {} --numeric-owner --xattrs --xattrs-include='*' --acls -cf - . | tar -C {} --numeric-owner --xattrs --xattrs-include='*' --acls -xpf -",
         crate::host::runner::shell_quote(src.as_os_str()),
         crate::host::runner::shell_quote(dst.as_os_str()),
     );
-    Cmd::new(format!("copying the tree into {}", dst.display()), "bash")
-        .args(["-o", "pipefail", "-c", &pack])
-        .run()?;
+    journal.run(
+        Cmd::new(format!("copying the tree into {}", dst.display()), "bash")
+            .args(["-o", "pipefail", "-c", &pack]),
+    )?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::RealHost;
 
     fn spec(t: &str) -> FsSpec {
         FsSpec {
@@ -381,51 +225,6 @@ mod tests {
             uuid: "0a1b2c3d-1111-2222-3333-444455556666".into(),
             opts: vec!["-i".into(), "4096".into()],
         }
-    }
-
-    #[test]
-    fn ext4_command_is_populated_and_seeded() {
-        let c = mkfs_command(
-            Path::new("/dev/x"),
-            &spec("ext4"),
-            Some(Path::new("/t")),
-            Repro { epoch: Some(5) },
-        )
-        .unwrap()
-        .cmdline();
-        assert!(c.contains("-d /t"), "{c}");
-        assert!(c.contains("hash_seed=0a1b2c3d"), "{c}");
-        assert!(c.ends_with("-i 4096 /dev/x"), "{c}");
-    }
-
-    #[test]
-    fn extended_options_merge_into_one() {
-        let mut s = spec("ext4");
-        s.opts = vec!["-E".into(), "resize=100".into(), "-i".into(), "4096".into()];
-        let c = mkfs_command(Path::new("/d"), &s, None, Repro::default())
-            .unwrap()
-            .cmdline();
-        assert_eq!(c.matches("-E").count(), 1, "{c}");
-        assert!(c.contains(",resize=100"), "{c}");
-    }
-
-    #[test]
-    fn vfat_ids() {
-        assert_eq!(vfat_volume_id("0a1b2c3d-1111").unwrap(), "0A1B2C3D");
-        assert_eq!(vfat_uuid_display("ABCD-1234").unwrap(), "ABCD-1234");
-        assert!(vfat_volume_id("xyz").is_err());
-    }
-
-    #[test]
-    fn unknown_type_is_an_error() {
-        let r = mkfs_command(Path::new("/dev/x"), &spec("zfs"), None, Repro::default());
-        assert!(r.is_err_and(|e| e.to_string().contains("not supported")));
-    }
-
-    #[test]
-    fn xfs_is_filled_through_a_mount() {
-        assert_eq!(default_mode("xfs"), FillMode::Mounted);
-        assert_eq!(default_mode("ext4"), FillMode::FromTree);
     }
 
     /// Old files read during the build (new access time, old modification time)
@@ -452,7 +251,8 @@ mod tests {
         set("dir/new", at(500), SystemTime::now());
         set("dir/old", at(200), at(100));
         set("dir", SystemTime::now(), at(100));
-        clamp_tree_times(&tree, 1000).unwrap();
+        let mut j = Journal::create(d.path().join("j"), Box::new(RealHost)).unwrap();
+        clamp_tree_times(&mut j, &tree, 1000).unwrap();
         let times = |p: &str| {
             let m = std::fs::symlink_metadata(tree.join(p)).unwrap();
             (m.atime(), m.mtime())
@@ -479,7 +279,7 @@ mod tests {
         let tree = d.path().join("tree");
         std::fs::create_dir_all(tree.join("etc")).unwrap();
         std::fs::write(tree.join("etc/hello"), "hi").unwrap();
-        let mut j = Journal::create(d.path().join("j")).unwrap();
+        let mut j = Journal::create(d.path().join("j"), Box::new(RealHost)).unwrap();
         for (t, size) in [("ext4", 16u64 << 20), ("vfat", 33 << 20)] {
             let img = d.path().join(format!("{t}.img"));
             std::fs::File::create(&img).unwrap().set_len(size).unwrap();
