@@ -81,6 +81,17 @@ pub fn read_result(
     Ok(parse_env_dump(&out.stdout, base))
 }
 
+/// What a [`command`] prints for an environment `env` (for a stand-in host
+/// that cannot chroot).
+#[cfg(test)]
+pub(crate) fn dump(env: &BTreeMap<String, String>) -> Vec<u8> {
+    let mut out = ENV_MARKER.as_bytes().to_vec();
+    for (k, v) in env {
+        out.extend(format!("{k}={v}\0").as_bytes());
+    }
+    out
+}
+
 /// Turns a failed bash run into an error that names the environment file.
 fn failure_naming_file(err: CmdError) -> ElementError {
     let CmdError::Failed { tail, .. } = &err else {

@@ -13,14 +13,6 @@ use crate::log;
 const JOURNAL: &str = "teardown.journal";
 const PID: &str = "pid";
 
-/// Where build directories live: DIB_CREATE_BUILD_ROOT, else /var/tmp/dib-create
-/// (on disk: a root tree does not fit a small tmpfs).
-pub fn build_root() -> PathBuf {
-    std::env::var_os("DIB_CREATE_BUILD_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp/dib-create"))
-}
-
 /// A live build directory.
 pub struct BuildDir {
     pub path: PathBuf,

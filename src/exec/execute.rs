@@ -31,7 +31,7 @@ pub fn execute(plan: &Plan, host: Box<dyn Host>) -> anyhow::Result<()> {
     let dir = BuildDir::create(root, &plan.short_name())?;
     let outcome = build_in(plan, host, &dir);
     let keep = plan.settings.keep_on_failure || outcome.as_ref().is_err_and(is_teardown_failure);
-    finish_build_dir(dir, &outcome, keep)?;
+    finish_build_dir(dir, &outcome, keep, &plan.settings.failed_log_dir)?;
     if outcome.is_ok() {
         log::step(&format!("done in {:.1} s", started.elapsed().as_secs_f64()));
     }
@@ -567,7 +567,12 @@ fn is_teardown_failure(e: &anyhow::Error) -> bool {
     e.is::<TeardownFailed>() || e.is::<TeardownAfter>()
 }
 
-fn finish_build_dir(dir: BuildDir, outcome: &anyhow::Result<()>, keep: bool) -> anyhow::Result<()> {
+fn finish_build_dir(
+    dir: BuildDir,
+    outcome: &anyhow::Result<()>,
+    keep: bool,
+    log_dir: &Path,
+) -> anyhow::Result<()> {
     log::close_file();
     if outcome.is_err() && keep {
         eprintln!(
@@ -578,7 +583,7 @@ fn finish_build_dir(dir: BuildDir, outcome: &anyhow::Result<()>, keep: bool) -> 
     }
     if outcome.is_err() {
         let log = dir.log_path();
-        let kept = std::env::temp_dir().join(format!(
+        let kept = log_dir.join(format!(
             "dib-create-failed-{}.log",
             dir.path.file_name().unwrap_or_default().to_string_lossy()
         ));

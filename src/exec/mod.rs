@@ -6,6 +6,9 @@ pub mod execute;
 pub mod fill;
 pub mod phase_cache;
 
+#[cfg(test)]
+mod tests;
+
 use anyhow::Context;
 
 use crate::cli::{Cli, PlanFormat};

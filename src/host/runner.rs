@@ -75,6 +75,7 @@ enum OutMode {
 }
 
 /// A builder for one external command.
+#[derive(Clone)]
 pub struct Cmd {
     what: String,
     program: OsString,
@@ -224,6 +225,18 @@ impl Cmd {
             .rev()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_os_str())
+    }
+
+    /// The variables the builder set, in order (later ones win).
+    pub fn env_list(&self) -> impl Iterator<Item = (&OsStr, &OsStr)> {
+        self.envs
+            .iter()
+            .map(|(k, v)| (k.as_os_str(), v.as_os_str()))
+    }
+
+    /// True when the command runs in a chroot.
+    pub fn in_chroot(&self) -> bool {
+        self.chroot.is_some()
     }
 
     /// Runs the command on this host, in the mode the builder chose.

@@ -84,6 +84,8 @@ pub struct Settings {
     /// The shipped data (elements, `$_LIB`, helpers): `DIB_CREATE_DATA_DIR`,
     /// else found beside the executable.
     pub data_dir: PathBuf,
+    /// Where a failed build leaves its log for the user (`TMPDIR`, else /tmp).
+    pub failed_log_dir: PathBuf,
 }
 
 impl Settings {
@@ -137,6 +139,7 @@ impl Settings {
             extra_packages: cli.extra_packages(),
             data_dir: var("DIB_CREATE_DATA_DIR")
                 .map_or_else(crate::paths::installed_data_dir, PathBuf::from),
+            failed_log_dir: PathBuf::from(var("TMPDIR").unwrap_or("/tmp")),
         })
     }
 
