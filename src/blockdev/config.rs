@@ -797,6 +797,14 @@ impl Ctx<'_> {
             names.push(node.name.clone());
             out.nodes.push(node);
         }
+        if names.is_empty() {
+            return Err(f.invalid(
+                f.get("partitions").unwrap_or(&NULL),
+                "partitions",
+                "[]",
+                "list at least one partition, e.g. `partitions: [{name: root, size: 100%}]`",
+            ));
+        }
         out.tables.push(PartitionTable {
             base: base[0].clone(),
             label,
@@ -1146,14 +1154,18 @@ impl Ctx<'_> {
             "mount_point",
             "set `mount_point:` to an absolute path, or `none` for swap",
         )?;
-        if mount_point != "none" && !mount_point.starts_with('/') {
-            return Err(f.invalid(
-                f.get("mount_point").unwrap_or(&NULL),
-                "mount_point",
-                &mount_point,
-                "must be an absolute path, or `none` for swap",
-            ));
-        }
+        let mount_point = if mount_point == "none" {
+            mount_point
+        } else {
+            normal_mount_point(&mount_point).map_err(|why| {
+                f.invalid(
+                    f.get("mount_point").unwrap_or(&NULL),
+                    "mount_point",
+                    &mount_point,
+                    why,
+                )
+            })?
+        };
         Ok(self.node(bases, Spec::Mount(MountPoint { mount_point })))
     }
 
@@ -1161,13 +1173,39 @@ impl Ctx<'_> {
         let f = self.fields();
         f.check_keys(&["name", "options", "dump-freq", "fsck-passno"])?;
         let bases = self.require_base()?;
+        let options = f.str("options")?.unwrap_or_else(|| "defaults".into());
+        if options.is_empty() || options.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(f.invalid(
+                f.get("options").unwrap_or(&NULL),
+                "options",
+                &options,
+                "fstab options are one comma-separated word, e.g. `defaults,noatime`",
+            ));
+        }
         let spec = FstabEntry {
-            options: f.str("options")?.unwrap_or_else(|| "defaults".into()),
+            options,
             dump_freq: f.number("dump-freq", 0)?,
             fsck_passno: f.number("fsck-passno", 2)?,
         };
         Ok(self.node(bases, Spec::Fstab(spec)))
     }
+}
+
+/// A mount point in its one spelling: absolute, no `.` or `..`, no empty
+/// components, no trailing slash, no control characters. Anything else could
+/// name a place outside the tree, or two spellings of one place.
+pub fn normal_mount_point(p: &str) -> std::result::Result<String, &'static str> {
+    if !p.starts_with('/') {
+        return Err("must be an absolute path, or `none` for swap");
+    }
+    if p.chars().any(char::is_control) {
+        return Err("must not hold control characters");
+    }
+    let parts: Vec<&str> = p.split('/').filter(|c| !c.is_empty()).collect();
+    if parts.iter().any(|c| *c == "." || *c == "..") {
+        return Err("must not hold `.` or `..` components (it must lie inside the image)");
+    }
+    Ok(format!("/{}", parts.join("/")))
 }
 
 /// Filesystem types we can make.

@@ -205,9 +205,24 @@ pub fn plan_layout(
             out.extend(plan.logicals.into_iter().map(|(_, _, e)| e));
             out
         }
-        Label::Gpt => plan_gpt(graph, table, disk)?,
+        Label::Gpt => {
+            if table.partitions.len() > GPT_ENTRIES {
+                return Err(table_error(
+                    graph,
+                    table,
+                    format!(
+                        "a GPT holds {GPT_ENTRIES} partitions, and this table lists {}; merge some, or split the disk",
+                        table.partitions.len()
+                    ),
+                ));
+            }
+            plan_gpt(graph, table, disk)?
+        }
     })
 }
+
+/// Partition entries in the GPT we write (the usual 128 of 128 bytes).
+const GPT_ENTRIES: usize = 128;
 
 fn table_error(graph: &Graph, table: &PartitionTable, message: String) -> BlockDevError {
     BlockDevError::Table {
@@ -329,7 +344,7 @@ fn too_big(graph: &Graph, name: &str, need: u64, available: u64) -> BlockDevErro
 
 /// Sectors the GPT partition entry array takes (128 entries of 128 bytes).
 fn gpt_entry_sectors(ss: u64) -> u64 {
-    (128 * 128u64).div_ceil(ss)
+    (GPT_ENTRIES as u64 * 128).div_ceil(ss)
 }
 
 fn plan_gpt(graph: &Graph, table: &PartitionTable, disk: Disk) -> Result<Vec<PartitionExtent>> {

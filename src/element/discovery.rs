@@ -134,13 +134,29 @@ pub fn read_name_list(path: &Path) -> Result<Vec<String>, ElementError> {
         return Ok(Vec::new());
     };
     let mut names: Vec<String> = Vec::new();
-    for line in text.lines() {
+    for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
-        if !line.is_empty() && !names.iter().any(|n| n == line) {
-            names.push(line.to_owned());
+        if line.is_empty() || names.iter().any(|x| x == line) {
+            continue;
         }
+        if !is_element_name(line) {
+            return Err(ElementError::BadName {
+                path: path.to_path_buf(),
+                line: n + 1,
+                name: line.to_owned(),
+            });
+        }
+        names.push(line.to_owned());
     }
     Ok(names)
+}
+
+/// Element names are directory names of letters, digits, `.`, `_` and `-`.
+pub fn is_element_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && !s.starts_with('.')
 }
 
 /// Reads a UTF-8 text file; `None` when it does not exist.

@@ -23,6 +23,16 @@ pub enum ElementError {
     #[error("{path} is not valid UTF-8 text (element files must be UTF-8)")]
     NotUtf8 { path: PathBuf },
 
+    #[error(
+        "{path} line {line}: {name:?} is not an element name (letters, digits, `.`, `_` and `-`; \
+         check the file for stray bytes such as a byte-order mark)"
+    )]
+    BadName {
+        path: PathBuf,
+        line: usize,
+        name: String,
+    },
+
     #[error("unknown element {name}{chain}{hint}")]
     UnknownElement {
         name: String,

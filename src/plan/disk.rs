@@ -74,6 +74,14 @@ pub fn plan(inputs: &DiskInputs) -> Result<DiskPlan, DiskError> {
         ))
         .into());
     }
+    if graph.root_filesystem().is_none() {
+        return Err(UsageError(format!(
+            "{}: no filesystem is mounted at /; the image's tree needs a root filesystem \
+             (add `mount: {{mount_point: /}}` under the root's mkfs)",
+            graph.source()
+        ))
+        .into());
+    }
     let disk = DiskPlan {
         graph,
         size: size_options(inputs.cli)?,
