@@ -2,7 +2,8 @@
 //! build directories give identical bytes.
 //!
 //! - The fake OS (a tree of the host's own tools, no package manager) must be
-//!   bit-identical in every format: tar, raw, qcow2, docker, oci. This fails
+//!   bit-identical in every format: tar, raw, qcow2, docker, oci, tar.zst and
+//!   raw.zst (which must also decompress to the tar and the raw). This fails
 //!   CI when it breaks.
 //! - debian-minimal (tar, raw, qcow2, the kernel's initrd included) must be
 //!   bit-identical too. An output type listed in `DEBIAN_KNOWN_GAPS` may still
@@ -145,7 +146,7 @@ fn differing(
 }
 
 fn fake_os_identical() -> Result<(), Failed> {
-    let types = "tar,raw,qcow2,docker,oci";
+    let types = "tar,raw,qcow2,docker,oci,tar.zst,raw.zst";
     let (s1, s2) = (
         Scratch::new("dib-create-repro-a-"),
         Scratch::new("dib-create-repro-b-"),
@@ -167,6 +168,14 @@ fn fake_os_identical() -> Result<(), Failed> {
     let diff = differing(&a, &b)?;
     if !diff.is_empty() {
         return Err(format!("not reproducible: {diff:?}").into());
+    }
+    for (zst, plain) in [("tar.zst", "tar"), ("raw.zst", "raw")] {
+        let mut c = Command::new("zstd");
+        c.args(["-d", "-q", "-c"]).arg(&a[zst]);
+        let out = c.output()?;
+        if !out.status.success() || out.stdout != std::fs::read(&a[plain])? {
+            return Err(format!("{zst} does not decompress to the {plain} output").into());
+        }
     }
     Ok(())
 }
