@@ -29,7 +29,6 @@ struct Case {
 }
 
 const FAKE: &[&str] = &["fake-os"];
-const DISK: &[&str] = &["fake-os", "block-device-mbr"];
 
 const fn case(
     name: &'static str,

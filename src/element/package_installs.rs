@@ -12,8 +12,6 @@ use super::error::ElementError;
 use super::pkgmap::{PkgMap, Target};
 use crate::log;
 
-/// The phases package-installs runs in (its hooks sit in these directories).
-
 /// The keys a package entry may have.
 const KNOWN_KEYS: [&str; 8] = [
     "phase",

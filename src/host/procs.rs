@@ -2,6 +2,10 @@
 //! stopped, TERM first, then KILL. A build's chroot must be empty before its
 //! mounts are taken down.
 
+// Signals and fork/exec need libc calls: the crate denies unsafe code
+// everywhere but in these host modules.
+#![allow(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

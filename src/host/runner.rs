@@ -5,6 +5,10 @@
 //! process group so an interrupt can stop the whole tree, and puts the tail of
 //! its output into the error when it fails.
 
+// Signals and fork/exec need libc calls: the crate denies unsafe code
+// everywhere but in these host modules.
+#![allow(unsafe_code)]
+
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -55,10 +55,17 @@ pub struct DiskInputs<'a> {
 /// Why a disk plan could not be made; all of it is bad input.
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
+    /// Boxed: a config error carries its place and text, and is rare.
     #[error(transparent)]
-    Config(#[from] BlockDevError),
+    Config(Box<BlockDevError>),
     #[error(transparent)]
     Usage(#[from] UsageError),
+}
+
+impl From<BlockDevError> for DiskError {
+    fn from(e: BlockDevError) -> Self {
+        DiskError::Config(Box::new(e))
+    }
 }
 
 /// Loads and checks the block-device config the build would use.
