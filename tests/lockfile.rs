@@ -97,6 +97,46 @@ fn lock_diff_and_help() -> Result<(), Failed> {
     Ok(())
 }
 
+/// A second build from the same lockfile, with its own empty cache (so its
+/// own phase cache too), TMPDIR and output directory, and no
+/// SOURCE_DATE_EPOCH from the caller: the lockfile gives the time, and
+/// nothing per-build reaches the image, so raw, qcow2 and tar are the
+/// first build's bytes.
+fn locked_builds_are_identical(s: &Path, lock: &Path, first: &Path) -> Result<(), Failed> {
+    let other = s.join("elsewhere");
+    std::fs::create_dir_all(other.join("tmp"))?;
+    let out = other.join("locked");
+    let t = Instant::now();
+    let mut c = build_cmd(&other, &out);
+    c.env("DIB_IMAGE_CACHE", other.join("cache"))
+        .env("TMPDIR", other.join("tmp"))
+        .env_remove("SOURCE_DATE_EPOCH")
+        .args(["-t", "tar,raw,qcow2"])
+        .arg("--lockfile")
+        .arg(lock)
+        .arg("debian-minimal");
+    let log = run_ok(c)?;
+    println!(
+        "second --lockfile build (empty cache): {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    let _ = log;
+    for ext in ["tar", "raw", "qcow2"] {
+        let (a, b) = (
+            common::sha256(&first.with_extension(ext))?,
+            common::sha256(&out.with_extension(ext))?,
+        );
+        if a != b {
+            return Err(
+                format!("two builds from one lockfile differ in {ext}: {a} and {b}").into(),
+            );
+        }
+        println!("{ext}: both builds {a}");
+    }
+    std::fs::remove_dir_all(other.join("cache"))?;
+    Ok(())
+}
+
 /// The common part of each build: environment, scratch build root, cache.
 fn build_cmd(scratch: &Path, out: &Path) -> Command {
     let mut c = dib_create();
@@ -105,7 +145,8 @@ fn build_cmd(scratch: &Path, out: &Path) -> Command {
         // Failed builds keep their logs in $TMPDIR: the scratch directory here.
         .env("TMPDIR", scratch)
         .env("DIB_RELEASE", "bookworm")
-        .args(["-a", "amd64", "-t", "tar", "-o"])
+        .env_remove("SOURCE_DATE_EPOCH")
+        .args(["-a", "amd64", "-o"])
         .arg(out);
     c
 }
@@ -120,7 +161,10 @@ fn lock_then_build_locked() -> Result<(), Failed> {
     // 1. Lock.
     let t = Instant::now();
     let mut c = build_cmd(s, &s.join("locking"));
-    c.arg("--lock").arg(&lock).arg("debian-minimal");
+    c.args(["-t", "tar"])
+        .arg("--lock")
+        .arg(&lock)
+        .arg("debian-minimal");
     run_ok(c)?;
     println!("--lock build: {:.0} s", t.elapsed().as_secs_f64());
     let text = std::fs::read_to_string(&lock)?;
@@ -129,6 +173,7 @@ fn lock_then_build_locked() -> Result<(), Failed> {
         "Release: bookworm\n",
         "Phase: bootstrap\n",
         "Package: linux-image-amd64\n",
+        "Source-Date-Epoch: ",
     ] {
         if !text.contains(want) {
             return Err(format!("the lockfile lacks {want:?}").into());
@@ -139,10 +184,13 @@ fn lock_then_build_locked() -> Result<(), Failed> {
     let t = Instant::now();
     let out = s.join("locked");
     let mut c = build_cmd(s, &out);
-    c.arg("--lockfile").arg(&lock).arg("debian-minimal");
-    let log = run_ok(c)?;
+    c.args(["-t", "tar,raw,qcow2"])
+        .arg("--lockfile")
+        .arg(&lock)
+        .arg("debian-minimal");
+    run_ok(c)?;
     println!("--lockfile build: {:.0} s", t.elapsed().as_secs_f64());
-    let _ = log;
+    locked_builds_are_identical(s, &lock, &out)?;
     let tree = s.join("tree");
     std::fs::create_dir_all(&tree)?;
     let mut x = Command::new("tar");
@@ -189,7 +237,10 @@ fn lock_then_build_locked() -> Result<(), Failed> {
     std::fs::write(&bad, text.replace(&victim.sha256, &fake))?;
     let t = Instant::now();
     let mut c = build_cmd(s, &s.join("tampered"));
-    c.arg("--lockfile").arg(&bad).arg("debian-minimal");
+    c.args(["-t", "tar"])
+        .arg("--lockfile")
+        .arg(&bad)
+        .arg("debian-minimal");
     let o = c.output()?;
     let err = String::from_utf8_lossy(&o.stderr);
     if o.status.success() || !err.contains("base-files") || !err.contains("refusing it") {
@@ -214,6 +265,7 @@ fn lock_then_build_locked() -> Result<(), Failed> {
         .args(inner.get_args())
         .envs(inner.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
         .env("ELEMENTS_PATH", &elements)
+        .args(["-t", "tar"])
         .arg("--offline")
         .arg("--lockfile")
         .arg(&lock)
