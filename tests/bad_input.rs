@@ -422,7 +422,12 @@ fn build(c: &'static Case) -> Result<(), Failed> {
     if !outputs.is_empty() {
         return Err(format!("{}: outputs were written: {outputs:?}", c.name).into());
     }
-    if s.builds().exists() && std::fs::read_dir(s.builds())?.next().is_some() {
+    let made = std::fs::read_dir(s.builds())
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .any(|e| !e.file_name().to_string_lossy().starts_with('.'));
+    if made {
         return Err(format!("{}: a build directory was made", c.name).into());
     }
     common::assert_clean(s.path())

@@ -31,6 +31,16 @@ fn main() {
         &[Need::Root],
         fake_os_tar,
     ));
+    tests.push(trial(
+        "two_builds_on_one_output",
+        &[Need::Root],
+        two_builds_on_one_output,
+    ));
+    tests.push(trial(
+        "sigkill_while_writing_outputs_leaves_no_partial_file",
+        &[Need::Root, Need::LoopDevices],
+        sigkill_while_writing_outputs,
+    ));
     libtest_mimic::run(&args, tests).exit();
 }
 
@@ -89,11 +99,10 @@ fn sigint_during_install() -> Result<(), Failed> {
     // The hook runs inside the chroot; its marker appears in the tree.
     let tree_marker = || {
         std::fs::read_dir(s.builds())
-            .ok()
-            .and_then(|mut r| r.next())
-            .and_then(Result::ok)
-            .map(|e| e.path().join("mnt/tmp/marker-in-chroot").exists())
-            .unwrap_or(false)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .any(|e| e.path().join("mnt/tmp/marker-in-chroot").exists())
     };
     while !tree_marker() {
         if Instant::now() > deadline {
@@ -145,4 +154,109 @@ fn fake_os_tar() -> Result<(), Failed> {
         }
     }
     assert_clean(s.path())
+}
+
+/// Waits until `child`'s stderr, copied to `log`, says `what`.
+fn wait_for_log(log: &Path, what: &str, child: &mut std::process::Child) -> Result<(), Failed> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains(what)
+    {
+        if Instant::now() > deadline || child.try_wait()?.is_some() {
+            let _ = child.kill();
+            return Err(format!(
+                "the build never said {what:?}:\n{}",
+                common::tail(&std::fs::read_to_string(log).unwrap_or_default(), 30)
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// A second build on the same -o while the first runs is refused at once
+/// and touches nothing; the first finishes with its outputs.
+fn two_builds_on_one_output() -> Result<(), Failed> {
+    let s = Scratch::new("dib-create-faults-");
+    s.element("slow", "install.d", "echo slow hook started; sleep 4");
+    let out = s.path().join("img");
+    let log = s.path().join("first.log");
+    let mut first = tar_build(&s, &out)
+        .args(["fake-os", "slow"])
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    wait_for_log(&log, "slow hook started", &mut first)?;
+    let o = tar_build(&s, &out).args(["fake-os"]).output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    if o.status.code() != Some(1) || !err.contains("another dib-create") {
+        let _ = first.kill();
+        return Err(format!(
+            "the second build: {:?}\n{}",
+            o.status,
+            common::tail(&err, 10)
+        )
+        .into());
+    }
+    if !first.wait()?.success() {
+        return Err(format!(
+            "the first build failed:\n{}",
+            common::tail(&std::fs::read_to_string(&log)?, 30)
+        )
+        .into());
+    }
+    let listing = common::run_ok({
+        let mut c = std::process::Command::new("tar");
+        c.arg("-tf").arg(out.with_extension("tar"));
+        c
+    })?;
+    if !listing.contains("./bin/bash") {
+        return Err("the first build's tar is incomplete".into());
+    }
+    s.assert_nothing_left(&[])
+}
+
+/// SIGKILL while the root filesystem is filled, after the tar was written
+/// under its temporary name: the next build in the same build root removes
+/// the partial file, and nothing stays mounted or attached.
+fn sigkill_while_writing_outputs() -> Result<(), Failed> {
+    let s = Scratch::new("dib-create-faults-");
+    // Enough data that mke2fs -d takes a moment.
+    s.element("big", "install.d", "head -c 400000000 /dev/zero > /big");
+    let out = s.path().join("img");
+    let log = s.path().join("killed.log");
+    let mut c = s.command();
+    c.args(["-n", "-t", "tar,raw", "--image-size", "1", "-o"])
+        .arg(&out)
+        .args(["fake-os", "block-device-mbr", "big"])
+        .stderr(std::fs::File::create(&log)?);
+    let mut child = c.spawn()?;
+    wait_for_log(&log, "making ext4 filesystem", &mut child)?;
+    child.kill()?;
+    child.wait()?;
+    let partial = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("dib-create-partial"))
+            .collect()
+    };
+    if partial(s.path()).is_empty() {
+        return Err("the killed build left no partial tar to clean (too late a kill?)".into());
+    }
+    // The next build cleans up the killed one's build directory.
+    let o = tar_build(&s, &s.path().join("next"))
+        .arg("fake-os")
+        .output()?;
+    if !o.status.success() {
+        return Err(common::tail(&String::from_utf8_lossy(&o.stderr), 30).into());
+    }
+    let left = partial(s.path());
+    if !left.is_empty() {
+        return Err(format!("partial outputs survived the next build: {left:?}").into());
+    }
+    s.assert_nothing_left(&[out.with_extension("tar"), out.with_extension("raw")])
 }

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 use super::keys::Components;
 use crate::log;
-use crate::output::manifest::Package;
+use crate::pkgdb::Package;
 
 /// Bumped when the layout or the meaning of keys changes.
 pub const FORMAT: u32 = 1;

@@ -17,7 +17,10 @@ use crate::error::UsageError;
 use crate::hooks::{BuildDirs, PhaseRunner, Place};
 use crate::host::{Entry, Host, Journal};
 use crate::log;
-use crate::output::{self, Pending, WriteContext, manifest};
+use crate::output::{self, OutputLock, Pending, WriteContext, manifest};
+
+/// Where the output locks live, below the build root.
+const OUTPUT_LOCKS: &str = ".output-locks";
 use crate::phase::{Phase, Stage};
 use crate::plan::{DiskPlan, FinaliseOn, Plan, Source};
 use crate::rootfs::{binfmt, chroot};
@@ -27,6 +30,7 @@ pub fn execute(plan: &Plan, host: Box<dyn Host>) -> anyhow::Result<()> {
     check_can_build(plan, host.as_ref())?;
     let started = Instant::now();
     let root = &plan.settings.build_root;
+    let _outputs = OutputLock::acquire(&root.join(OUTPUT_LOCKS), &plan.image_name)?;
     builddir::cleanup_stale(root);
     let dir = BuildDir::create(root, &plan.short_name())?;
     let outcome = build_in(plan, host, &dir);
@@ -149,7 +153,7 @@ impl Build<'_, '_> {
         }
         let start = self.start_cache()?;
         if let (Start::Outputs(out), Some(c)) = (&start, &self.cache) {
-            let pending = c.load_outputs(out, self.plan)?;
+            let pending = c.load_outputs(out, self.plan, self.journal)?;
             self.packages = out.packages.clone();
             return self.commit(pending, false);
         }
@@ -201,7 +205,7 @@ impl Build<'_, '_> {
     /// Every output was finished under a temporary name; with the manifest
     /// and SBOM they are renamed into place together, only once all of them
     /// succeeded. `keep`: store them in the phase cache first.
-    fn commit(&self, mut pending: Vec<Pending>, keep: bool) -> anyhow::Result<()> {
+    fn commit(&mut self, mut pending: Vec<Pending>, keep: bool) -> anyhow::Result<()> {
         if keep && let Some(c) = &self.cache {
             let kinds: Vec<(String, &Pending)> = pending
                 .iter()
@@ -214,7 +218,8 @@ impl Build<'_, '_> {
                 log::warn(&format!("phase cache: could not keep the outputs: {e:#}"));
             }
         }
-        pending.extend(write_manifests(self.plan, &self.packages, &pending)?);
+        let manifests = write_manifests(self.journal, self.plan, &self.packages, &pending)?;
+        pending.extend(manifests);
         commit_outputs(pending, self.plan.settings.checksum)
     }
 
@@ -409,7 +414,7 @@ impl Build<'_, '_> {
             .filter(|o| o.kind.source() == Source::Tree)
         {
             log::step(&format!("writing {} output {}", o.kind, o.path.display()));
-            let pending = Pending::new(&o.path);
+            let pending = partial(self.journal, &o.path)?;
             output::write_from_tree(self.journal.host(), o.kind, tree, &pending.tmp, &ctx)?;
             done.push(pending);
         }
@@ -430,12 +435,20 @@ impl Build<'_, '_> {
         let mut done = Vec::new();
         for o in outs {
             log::step(&format!("writing {} output {}", o.kind, o.path.display()));
-            let pending = Pending::new(&o.path);
+            let pending = partial(self.journal, &o.path)?;
             output::write_from_disk(self.journal.host(), o.kind, &disk.raw, &pending.tmp, &ctx)?;
             done.push(pending);
         }
         Ok(done)
     }
+}
+
+/// A partial output file, recorded in the journal before it is written, so
+/// that whoever cleans up after a killed build removes it too.
+pub(crate) fn partial(journal: &mut Journal, path: &Path) -> anyhow::Result<Pending> {
+    let p = Pending::new(path);
+    journal.record(Entry::Partial(p.tmp.clone()))?;
+    Ok(p)
 }
 
 /// What the output writers need, from the plan.
@@ -469,6 +482,7 @@ fn refuse_legacy_block_device(output: &str) -> anyhow::Result<()> {
 
 /// `<name>.manifest.json` (packages and output hashes) and `<name>.spdx.json`.
 fn write_manifests(
+    journal: &mut Journal,
     plan: &Plan,
     packages: &[manifest::Package],
     outputs: &[Pending],
@@ -496,7 +510,7 @@ fn write_manifests(
     ];
     let mut pending = Vec::new();
     for (ext, text) in texts {
-        let p = Pending::new(Path::new(&format!("{}.{ext}", plan.image_name)));
+        let p = partial(journal, Path::new(&format!("{}.{ext}", plan.image_name)))?;
         std::fs::write(&p.tmp, text).with_context(|| format!("writing {}", p.tmp.display()))?;
         pending.push(p);
     }
@@ -505,8 +519,7 @@ fn write_manifests(
 
 /// Renames every finished output into place and writes checksums.
 fn commit_outputs(pending: Vec<Pending>, checksum: bool) -> anyhow::Result<()> {
-    for p in pending {
-        let done = p.commit()?;
+    for done in output::commit_all(pending)? {
         if checksum {
             output::write_checksums(&done)?;
         }

@@ -33,8 +33,8 @@ use crate::host::journal::{Entry, Journal};
 use crate::host::mount::Source;
 use crate::log;
 use crate::output::Pending;
-use crate::output::manifest::Package;
 use crate::phase::{Phase, Stage};
+use crate::pkgdb::Package;
 use crate::plan::Plan;
 use crate::rootfs::chroot;
 
@@ -701,7 +701,12 @@ impl PhaseCache {
     }
 
     /// Copies the cached outputs to their pending names, verifying each.
-    pub fn load_outputs(&self, out: &OutMeta, plan: &Plan) -> anyhow::Result<Vec<Pending>> {
+    pub fn load_outputs(
+        &self,
+        out: &OutMeta,
+        plan: &Plan,
+        journal: &mut Journal,
+    ) -> anyhow::Result<Vec<Pending>> {
         let mut pending = Vec::new();
         for o in &plan.outputs {
             let f = out
@@ -709,7 +714,7 @@ impl PhaseCache {
                 .iter()
                 .find(|f| f.kind == o.kind.name())
                 .with_context(|| format!("the cached outputs lack {}", o.kind))?;
-            let p = Pending::new(&o.path);
+            let p = super::execute::partial(journal, &o.path)?;
             copy_file(&self.store.out_dir(&out.key).join(o.kind.name()), &p.tmp)?;
             let got = crate::digest::sha256_of(&p.tmp)?;
             if got != f.sha256 {

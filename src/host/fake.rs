@@ -127,9 +127,10 @@ impl Host for FakeHost {
         }
         // Files in the tree are real (a scratch directory): undo those for real.
         match entry {
-            Entry::CreatedFile(_) | Entry::CreatedDir(_) | Entry::Replaced(..) => {
-                super::journal::undo_on_host(entry)
-            }
+            Entry::CreatedFile(_)
+            | Entry::CreatedDir(_)
+            | Entry::Replaced(..)
+            | Entry::Partial(_) => super::journal::undo_on_host(entry),
             _ => Ok(()),
         }
     }

@@ -30,6 +30,10 @@ pub enum Entry {
     Chroot(PathBuf),
     /// A file we moved aside to `.1`; undone by moving it back over `.0`.
     Replaced(PathBuf, PathBuf),
+    /// An output being written under its temporary name; removed if the
+    /// build never commits it. Not part of the stack that `undo_until`
+    /// takes down (an output outlives the mounts it was made under).
+    Partial(PathBuf),
 }
 
 impl Entry {
@@ -41,6 +45,7 @@ impl Entry {
             Entry::CreatedDir(p) => ("createddir", p, None),
             Entry::Chroot(p) => ("chroot", p, None),
             Entry::Replaced(p, q) => ("replaced", p, Some(q)),
+            Entry::Partial(p) => ("partial", p, None),
         };
         match b {
             Some(q) => format!("{kind}\t{}\t{}", a.display(), q.display()),
@@ -59,6 +64,7 @@ impl Entry {
             "createddir" => Entry::CreatedDir(a),
             "chroot" => Entry::Chroot(a),
             "replaced" => Entry::Replaced(a, PathBuf::from(f.next()?)),
+            "partial" => Entry::Partial(a),
             _ => return None,
         })
     }
@@ -67,7 +73,9 @@ impl Entry {
         match self {
             Entry::Mount(p) => format!("unmounting {}", p.display()),
             Entry::Loop(p) => format!("detaching {}", p.display()),
-            Entry::CreatedFile(p) | Entry::CreatedDir(p) => format!("removing {}", p.display()),
+            Entry::CreatedFile(p) | Entry::CreatedDir(p) | Entry::Partial(p) => {
+                format!("removing {}", p.display())
+            }
             Entry::Replaced(p, _) => format!("restoring {}", p.display()),
             Entry::Chroot(p) => format!("stopping processes in {}", p.display()),
         }
@@ -79,7 +87,7 @@ pub fn undo_on_host(e: &Entry) -> anyhow::Result<()> {
     match e {
         Entry::Mount(p) => mount::unmount(p),
         Entry::Loop(p) => super::loopdev::detach(p),
-        Entry::CreatedFile(p) => remove_if_exists(p),
+        Entry::CreatedFile(p) | Entry::Partial(p) => remove_if_exists(p),
         Entry::CreatedDir(p) => match fs::remove_dir(p) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(anyhow::anyhow!("removing directory {}: {e}", p.display()))
@@ -203,8 +211,13 @@ impl Journal {
             ));
         };
         let mut errors = Vec::new();
+        let mut partials = Vec::new();
         while self.entries.len() > pos {
             let entry = self.entries.pop().expect("non-empty");
+            if matches!(entry, Entry::Partial(_)) {
+                partials.push(entry);
+                continue;
+            }
             if let Err(err) = self.host.undo(&entry) {
                 errors.push(format!("{}: {err:#}", entry.describe()));
                 // Keep what failed recorded so a later cleanup can retry it.
@@ -212,6 +225,8 @@ impl Journal {
                 break;
             }
         }
+        partials.reverse();
+        self.entries.extend(partials);
         self.save()?;
         errors_to_result(errors)
     }
@@ -350,6 +365,22 @@ mod tests {
     }
 
     #[test]
+    fn a_partial_output_outlives_the_mounts_it_was_written_under() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut j, _log) = journal(d.path(), None);
+        let out = d.path().join(".img.tar.partial");
+        j.record(Entry::Loop("/dev/loop1".into())).unwrap();
+        fs::write(&out, "half").unwrap();
+        j.record(Entry::Partial(out.clone())).unwrap();
+        j.undo_until(&Entry::Loop("/dev/loop1".into())).unwrap();
+        assert!(out.exists());
+        assert_eq!(j.entries(), [Entry::Partial(out.clone())]);
+        // A build that never commits it loses it at teardown.
+        j.close().unwrap();
+        assert!(!out.exists());
+    }
+
+    #[test]
     fn encoding_round_trips() {
         for e in [
             Entry::Mount("/x y".into()),
@@ -357,6 +388,7 @@ mod tests {
             Entry::CreatedFile("/t/usr/sbin/policy-rc.d".into()),
             Entry::CreatedDir("/t/tmp/in_target.d".into()),
             Entry::Replaced("/t/etc/resolv.conf".into(), "/t/etc/resolv.conf.dib".into()),
+            Entry::Partial("/out/.img.raw.1-0.dib-create-partial".into()),
         ] {
             assert_eq!(Entry::decode(&e.encode()), Some(e));
         }

@@ -235,8 +235,15 @@ impl Scratch {
                 return Err(format!("{} exists after a failed build", o.display()).into());
             }
         }
+        // The build root keeps its lock files (`.output-locks`); any other
+        // entry is a build directory left behind.
         let builds: Vec<_> = std::fs::read_dir(self.builds())
-            .map(|r| r.filter_map(Result::ok).map(|e| e.path()).collect())
+            .map(|r| {
+                r.filter_map(Result::ok)
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .map(|e| e.path())
+                    .collect()
+            })
             .unwrap_or_default();
         if !builds.is_empty() {
             return Err(format!("build directories left: {builds:?}").into());
