@@ -32,6 +32,11 @@ fn main() {
         fake_os_tar,
     ));
     tests.push(trial(
+        "a_chroot_hook_cannot_plant_code_that_runs_outside",
+        &[Need::Root],
+        hooks_tree_is_read_only_inside,
+    ));
+    tests.push(trial(
         "two_builds_on_one_output",
         &[Need::Root],
         two_builds_on_one_output,
@@ -259,4 +264,34 @@ fn sigkill_while_writing_outputs() -> Result<(), Failed> {
         return Err(format!("partial outputs survived the next build: {left:?}").into());
     }
     s.assert_nothing_left(&[out.with_extension("tar"), out.with_extension("raw")])
+}
+
+/// A hook inside the chroot writes a post-root.d hook into the bind-mounted
+/// hooks tree: it must fail (read-only), and nothing it wrote may run on the
+/// host. Before the fix the planted hook ran as root outside the chroot.
+fn hooks_tree_is_read_only_inside() -> Result<(), Failed> {
+    let s = Scratch::new("dib-create-faults-");
+    let victim = s.path().join("planted-ran");
+    // post-root.d exists in the merged hooks tree, so a planted hook would run.
+    s.element("plants", "post-root.d", "true");
+    s.element(
+        "plants",
+        "install.d",
+        &format!(
+            // The fake OS has no chmod: cp keeps /bin/sh's mode, then the
+            // content is replaced.
+            "f=/tmp/in_target.d/post-root.d/99-planted; cp /bin/sh $f 2>/dev/null && printf '#!/bin/sh\\ntouch {}\\n' > $f && echo planted || echo refused: read-only",
+            victim.display()
+        ),
+    );
+    let out = s.path().join("img");
+    let o = tar_build(&s, &out).args(["fake-os", "plants"]).output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    if !o.status.success() {
+        return Err(common::tail(&err, 30).into());
+    }
+    if victim.exists() || !err.contains("refused: read-only") {
+        return Err(format!("a chroot hook planted a host hook:\n{}", common::tail(&err, 30)).into());
+    }
+    s.assert_nothing_left(&[])
 }

@@ -13,6 +13,9 @@ pub enum Source<'a> {
     Fs { fstype: &'a str, data: &'a str },
     /// A bind mount of a host path.
     Bind(&'a Path),
+    /// A read-only bind mount of a host path (the chroot sees the hooks
+    /// tree this way, so nothing run inside can change what runs outside).
+    BindReadOnly(&'a Path),
     /// An overlay filesystem; `data` holds lowerdir/upperdir/workdir. No
     /// nosuid/nodev: it is a root tree (the phase cache's layered tree).
     Overlay { data: &'a str },
@@ -41,6 +44,27 @@ pub fn mount(src: &Source, target: &Path) -> anyhow::Result<()> {
             MsFlags::MS_BIND,
             None::<&str>,
         ),
+        Source::BindReadOnly(p) => nix::mount::mount(
+            Some(*p),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .and_then(|()| {
+            // The read-only flag of a bind takes a remount of the bind; if
+            // that fails, the bind goes again (no mount left unrecorded).
+            nix::mount::mount(
+                None::<&str>,
+                target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .inspect_err(|_| {
+                let _ = nix::mount::umount2(target, MntFlags::MNT_DETACH);
+            })
+        }),
         Source::Overlay { data } => nix::mount::mount(
             Some("overlay"),
             target,

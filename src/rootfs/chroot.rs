@@ -77,7 +77,7 @@ fn bind_hooks(journal: &mut Journal, root: &Path, hooks_dir: &Path) -> anyhow::R
         fs::create_dir(&target).with_context(|| format!("creating {}", target.display()))?;
         journal.record(Entry::CreatedDir(target.clone()))?;
     }
-    journal.mount(&Source::Bind(hooks_dir), &target)?;
+    journal.mount(&Source::BindReadOnly(hooks_dir), &target)?;
     Ok(())
 }
 
