@@ -37,6 +37,11 @@ fn main() {
         hooks_tree_is_read_only_inside,
     ));
     tests.push(trial(
+        "a_build_root_made_by_another_user_is_refused",
+        &[Need::Root],
+        foreign_build_root,
+    ));
+    tests.push(trial(
         "two_builds_on_one_output",
         &[Need::Root],
         two_builds_on_one_output,
@@ -291,7 +296,48 @@ fn hooks_tree_is_read_only_inside() -> Result<(), Failed> {
         return Err(common::tail(&err, 30).into());
     }
     if victim.exists() || !err.contains("refused: read-only") {
-        return Err(format!("a chroot hook planted a host hook:\n{}", common::tail(&err, 30)).into());
+        return Err(format!(
+            "a chroot hook planted a host hook:\n{}",
+            common::tail(&err, 30)
+        )
+        .into());
     }
     s.assert_nothing_left(&[])
+}
+
+/// Another (unprivileged) user made the build root first and planted a
+/// killed build's journal in it that names a victim file: the build refuses
+/// the root (exit 2, naming it) and the victim survives.
+fn foreign_build_root() -> Result<(), Failed> {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new("dib-create-faults-");
+    let victim = s.path().join("victim");
+    std::fs::write(&victim, "precious")?;
+    let planted = s.builds().join("x-123456");
+    std::fs::create_dir_all(&planted)?;
+    std::fs::write(planted.join("pid"), "4194304999")?;
+    std::fs::write(
+        planted.join("teardown.journal"),
+        format!("created\t{}\n", victim.display()),
+    )?;
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    for d in [s.builds(), planted] {
+        nix::unistd::chown(&d, Some(nobody), None)?;
+    }
+    std::fs::set_permissions(s.builds(), std::fs::Permissions::from_mode(0o777))?;
+    let out = s.path().join("img");
+    let o = tar_build(&s, &out).arg("fake-os").output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    if o.status.code() != Some(2) || !err.contains("refusing the build directory") {
+        return Err(format!(
+            "expected a refusal: {:?}\n{}",
+            o.status,
+            common::tail(&err, 10)
+        )
+        .into());
+    }
+    if std::fs::read_to_string(&victim)? != "precious" {
+        return Err("the planted journal was replayed".into());
+    }
+    Ok(())
 }

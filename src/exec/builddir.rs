@@ -7,8 +7,10 @@ use anyhow::{Context, bail};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::host::{Journal, mount};
+use crate::error::UsageError;
+use crate::host::{Entry, Journal, loopdev, mount};
 use crate::log;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 
 const JOURNAL: &str = "teardown.journal";
 const PID: &str = "pid";
@@ -101,7 +103,16 @@ pub fn cleanup(dir: &Path) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    let j = Journal::load(&journal)?;
+    check_owned_by_us(dir)?;
+    let mut j = Journal::load(&journal)?;
+    let refused = j.retain(|e| replayable(e, dir));
+    for e in &refused {
+        log::warn(&format!(
+            "{}: not replaying journal entry `{}`: it lies outside this build directory",
+            dir.display(),
+            e.describe()
+        ));
+    }
     let n = j.entries().len();
     // Mounts made in the killed build's private namespace died with it; the
     // journal still lists them, and unmounting what is not mounted is a no-op.
@@ -116,6 +127,68 @@ pub fn cleanup(dir: &Path) -> anyhow::Result<()> {
     remove_build_dir(dir)
 }
 
+/// Checks that the build root is ours alone, creating it (mode 0700) when
+/// missing. It lies in a directory everyone may write to (/var/tmp): a root
+/// made by another user could hold journals that tell us, as root, what to
+/// delete.
+pub fn check_build_root(root: &Path) -> Result<(), UsageError> {
+    if root.symlink_metadata().is_err() {
+        let mut b = fs::DirBuilder::new();
+        b.recursive(true).mode(0o700);
+        b.create(root)
+            .map_err(|e| UsageError(format!("creating the build root {}: {e}", root.display())))?;
+    }
+    check_owned_by_us(root)
+}
+
+/// `dir` is a real directory owned by us and writable by no one else.
+fn check_owned_by_us(dir: &Path) -> Result<(), UsageError> {
+    let m = dir
+        .symlink_metadata()
+        .map_err(|e| UsageError(format!("{}: {e}", dir.display())))?;
+    let me = nix::unistd::geteuid().as_raw();
+    let why = if !m.is_dir() {
+        Some("it is not a directory (a symlink?)".to_string())
+    } else if m.uid() != me {
+        Some(format!(
+            "it belongs to uid {}, not to us (uid {me})",
+            m.uid()
+        ))
+    } else if m.mode() & 0o022 != 0 {
+        Some(format!(
+            "others may write to it (mode {:o})",
+            m.mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(UsageError(format!(
+            "refusing the build directory {}: {why}; remove it, or set DIB_CREATE_BUILD_ROOT to a directory only you can write",
+            dir.display()
+        ))),
+    }
+}
+
+/// May a killed build's journal entry be undone? Only what lies inside its
+/// own build directory: its mounts and files, a loop device whose backing
+/// file is there, and its partial outputs (named by us, wherever `-o` was).
+fn replayable(e: &Entry, dir: &Path) -> bool {
+    let inside = |p: &Path| p.starts_with(dir) && !p.components().any(|c| c.as_os_str() == "..");
+    match e {
+        Entry::Mount(p) | Entry::CreatedFile(p) | Entry::CreatedDir(p) | Entry::Chroot(p) => {
+            inside(p)
+        }
+        Entry::Replaced(p, saved) => inside(p) && inside(saved),
+        Entry::Loop(dev) => loopdev::backing_file(dev).is_some_and(|b| inside(&b)),
+        Entry::Partial(p) => {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with('.') && name.ends_with(".dib-create-partial")
+        }
+    }
+}
+
 /// Cleans up build directories under `root` whose builds are no longer running.
 pub fn cleanup_stale(root: &Path) {
     let Ok(entries) = fs::read_dir(root) else {
@@ -123,6 +196,9 @@ pub fn cleanup_stale(root: &Path) {
     };
     for e in entries.filter_map(Result::ok) {
         let dir = e.path();
+        if check_owned_by_us(&dir).is_err() {
+            continue;
+        }
         let Some(pid) = owner_pid(&dir) else { continue };
         if process_alive(pid) {
             continue;
@@ -175,6 +251,51 @@ mod tests {
         fs::write(b.path.join(PID), "4194304999").unwrap();
         cleanup_stale(root.path());
         assert!(!b.path.exists());
+    }
+
+    #[test]
+    fn a_replayed_journal_touches_nothing_outside_its_build_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        fs::set_permissions(root.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        let victim = root.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        let b = BuildDir::create(&root.path().join("builds"), "x").unwrap();
+        let mut j = Journal::create(b.journal_path(), Box::new(crate::host::RealHost)).unwrap();
+        let ours = b.path.join("mnt/ours");
+        fs::write(&ours, "made by the build").unwrap();
+        j.record(Entry::CreatedFile(victim.clone())).unwrap();
+        j.record(Entry::CreatedFile(b.path.join("mnt/../../victim")))
+            .unwrap();
+        j.record(Entry::CreatedFile(ours.clone())).unwrap();
+        std::mem::forget(j);
+        fs::write(b.path.join(PID), "4194304999").unwrap();
+        cleanup_stale(&root.path().join("builds"));
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(!b.path.exists());
+    }
+
+    #[test]
+    fn a_build_root_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        check_build_root(&root).unwrap();
+        assert_eq!(fs::metadata(&root).unwrap().mode() & 0o777, 0o700);
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_build_root(&root).unwrap_err().to_string();
+        assert!(
+            e.contains("others may write") && e.contains("DIB_CREATE_BUILD_ROOT"),
+            "{e}"
+        );
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&root, &link).unwrap();
+        assert!(
+            check_build_root(&link)
+                .unwrap_err()
+                .to_string()
+                .contains("not a directory")
+        );
     }
 
     #[test]

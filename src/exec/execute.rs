@@ -30,6 +30,7 @@ pub fn execute(plan: &Plan, host: Box<dyn Host>) -> anyhow::Result<()> {
     check_can_build(plan, host.as_ref())?;
     let started = Instant::now();
     let root = &plan.settings.build_root;
+    builddir::check_build_root(root)?;
     let _outputs = OutputLock::acquire(&root.join(OUTPUT_LOCKS), &plan.image_name)?;
     builddir::cleanup_stale(root);
     let dir = BuildDir::create(root, &plan.short_name())?;
@@ -595,16 +596,39 @@ fn finish_build_dir(
         return Ok(());
     }
     if outcome.is_err() {
-        let log = dir.log_path();
-        let kept = log_dir.join(format!(
-            "dib-create-failed-{}.log",
-            dir.path.file_name().unwrap_or_default().to_string_lossy()
-        ));
-        if std::fs::copy(&log, &kept).is_ok() {
-            eprintln!("the full build log is in {}", kept.display());
+        match keep_failed_log(&dir.log_path(), log_dir, &dir.path) {
+            Ok(kept) => eprintln!("the full build log is in {}", kept.display()),
+            Err(e) => eprintln!("could not keep the build log in {}: {e}", log_dir.display()),
         }
     }
     dir.remove()
+}
+
+/// Copies the log of a failed build into `dir` (TMPDIR, which others may
+/// write to) under a new name: created exclusively, so a file or symlink
+/// planted under that name is never written through.
+fn keep_failed_log(log: &Path, dir: &Path, build: &Path) -> std::io::Result<std::path::PathBuf> {
+    let stem = build.file_name().unwrap_or_default().to_string_lossy();
+    let mut n = 0;
+    loop {
+        let name = match n {
+            0 => format!("dib-create-failed-{stem}.log"),
+            n => format!("dib-create-failed-{stem}.{n}.log"),
+        };
+        let kept = dir.join(name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&kept)
+        {
+            Ok(mut f) => {
+                std::io::copy(&mut std::fs::File::open(log)?, &mut f)?;
+                return Ok(kept);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => n += 1,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Teardown failed after a build that succeeded.
@@ -632,5 +656,29 @@ impl std::fmt::Display for TeardownAfter {
 impl std::error::Error for TeardownAfter {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(self.original.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_failed_log_never_writes_through_a_planted_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("build.log");
+        std::fs::write(&log, "the log").unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let tmp = d.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let build = d.path().join("img-abc123");
+        std::os::unix::fs::symlink(&victim, tmp.join("dib-create-failed-img-abc123.log")).unwrap();
+        let kept = super::keep_failed_log(&log, &tmp, &build).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(std::fs::read_to_string(&kept).unwrap(), "the log");
+        assert!(
+            kept.to_string_lossy().ends_with(".1.log"),
+            "{}",
+            kept.display()
+        );
     }
 }

@@ -251,6 +251,15 @@ impl Journal {
         errors_to_result(errors)
     }
 
+    /// Keeps the entries `keep` accepts; returns the others, which are
+    /// forgotten (not undone).
+    pub fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) -> Vec<Entry> {
+        let (kept, dropped): (Vec<Entry>, Vec<Entry>) =
+            self.entries.drain(..).partition(|e| keep(e));
+        self.entries = kept;
+        dropped
+    }
+
     /// The entries still recorded.
     pub fn entries(&self) -> &[Entry] {
         &self.entries

@@ -48,6 +48,15 @@ pub fn detach(dev: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The file behind loop device `dev`, if it is attached.
+pub fn backing_file(dev: &Path) -> Option<PathBuf> {
+    let name = dev.file_name()?.to_string_lossy().into_owned();
+    let text =
+        std::fs::read_to_string(Path::new("/sys/block").join(name).join("loop/backing_file"))
+            .ok()?;
+    Some(PathBuf::from(text.trim_end()))
+}
+
 /// True when loop devices can be used here.
 pub fn available() -> bool {
     Path::new("/dev/loop-control").exists()
