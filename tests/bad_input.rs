@@ -177,6 +177,28 @@ const CASES: &[Case] = &[
             &["arm64", "-a"],
         )
     },
+    Case {
+        files: &[(
+            "escape.lock",
+            "Lockfile-Version: 1\nDistribution: debian\nRelease: ../../../tmp/x\nArchitecture: amd64\n",
+        )],
+        ..case(
+            "lockfile_release_escapes",
+            &["-t", "tar", "--lockfile", "{S}/escape.lock"],
+            &["Release", "../../../tmp/x"],
+        )
+    },
+    Case {
+        files: &[(
+            "pool.lock",
+            "Lockfile-Version: 1\nDistribution: debian\nRelease: bookworm\nArchitecture: amd64\n\nPackage: a\nVersion: 1\nArchitecture: amd64\nPhase: bootstrap\nFilename: ../../../etc/a.deb\nURL: http://x/a.deb\nSHA256: 0000000000000000000000000000000000000000000000000000000000000000\nSize: 1\n",
+        )],
+        ..case(
+            "lockfile_filename_escapes",
+            &["-t", "tar", "--lockfile", "{S}/pool.lock"],
+            &["Filename", "../../../etc/a.deb"],
+        )
+    },
     // ---- the environment ----
     env(
         "epoch_not_a_number",

@@ -159,6 +159,20 @@ impl Lockfile {
                 })?),
             },
         };
+        for (field, value) in [
+            ("Distribution", &header.distribution),
+            ("Release", &header.release),
+            ("Architecture", &header.architecture),
+        ] {
+            if !is_word(value) {
+                return Err(bad(
+                    head.line,
+                    format!(
+                        "{field} {value:?} is not a name (letters, digits, `.`, `_`, `-`, `+`; it names directories of the local repository)"
+                    ),
+                ));
+            }
+        }
         let mut packages = Vec::new();
         let mut seen = BTreeMap::new();
         for p in rest {
@@ -191,6 +205,30 @@ impl Lockfile {
                 size,
                 removed,
             };
+            let relative = Path::new(&pkg.filename);
+            if pkg.filename.is_empty()
+                || relative.is_absolute()
+                || relative
+                    .components()
+                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(bad(
+                    p.line,
+                    format!(
+                        "Filename {:?} must be a path inside the archive (no `..`, not absolute)",
+                        pkg.filename
+                    ),
+                ));
+            }
+            if !is_word(&pkg.name) || !is_word(&pkg.arch) {
+                return Err(bad(
+                    p.line,
+                    format!(
+                        "{:?}:{:?} is not a package name and architecture",
+                        pkg.name, pkg.arch
+                    ),
+                ));
+            }
             if let Some(first) = seen.insert(pkg.key(), p.line) {
                 return Err(bad(
                     p.line,
@@ -284,6 +322,14 @@ impl Lockfile {
 }
 
 pub use crate::digest::hex;
+
+/// A name fit for a file name: package names, architectures, suites.
+fn is_word(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'))
+}
 
 /// What changed between two lockfiles.
 #[derive(Debug, Default, PartialEq, Eq)]
