@@ -42,6 +42,11 @@ fn main() {
         foreign_build_root,
     ));
     tests.push(trial(
+        "what_a_hook_outside_the_chroot_leaves_running_is_stopped",
+        &[Need::Root, Need::Tool("pgrep")],
+        outside_hook_stragglers,
+    ));
+    tests.push(trial(
         "two_builds_on_one_output",
         &[Need::Root],
         two_builds_on_one_output,
@@ -340,4 +345,33 @@ fn foreign_build_root() -> Result<(), Failed> {
         return Err("the planted journal was replayed".into());
     }
     Ok(())
+}
+
+/// A root.d hook starts two background processes, one of them in a session
+/// of its own (out of the hook's process group): after the build succeeds,
+/// neither runs any more.
+fn outside_hook_stragglers() -> Result<(), Failed> {
+    let s = Scratch::new("dib-create-faults-");
+    // Unusual durations, so that pgrep finds exactly these.
+    s.element(
+        "leaves",
+        "root.d",
+        "sleep 3171 </dev/null >/dev/null 2>&1 &\nsetsid sleep 3172 </dev/null >/dev/null 2>&1 &\nexit 0",
+    );
+    let out = s.path().join("img");
+    let o = tar_build(&s, &out).args(["fake-os", "leaves"]).output()?;
+    if !o.status.success() {
+        return Err(common::tail(&String::from_utf8_lossy(&o.stderr), 30).into());
+    }
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 317[12]"])
+        .output()?;
+    let pids = String::from_utf8_lossy(&left.stdout).trim().to_string();
+    if !pids.is_empty() {
+        let _ = std::process::Command::new("pkill")
+            .args(["-f", "sleep 317[12]"])
+            .status();
+        return Err(format!("the hook's background processes outlived the build: {pids}").into());
+    }
+    s.assert_nothing_left(&[])
 }

@@ -23,6 +23,7 @@ pub fn prepare_process(plan: &Plan) -> anyhow::Result<()> {
     if plan.settings.private_namespace && crate::host::is_root() {
         crate::host::mount::enter_private_namespace()?;
     }
+    crate::host::procs::become_subreaper();
     crate::host::interrupt::install()?;
     Ok(())
 }

@@ -307,6 +307,7 @@ impl crate::host::Host for FailProc {
             _ => Ok(()),
         }
     }
+    fn stop_orphans(&mut self) {}
     fn capabilities(&self) -> crate::host::Capabilities {
         self.0.capabilities()
     }

@@ -239,6 +239,10 @@ impl<'a> PhaseRunner<'a> {
             cmd = cmd.keep_stdout();
         }
         let result = journal.run(cmd);
+        if place == Place::Outside {
+            // Inside the chroot, stragglers are stopped when the chroot goes.
+            journal.host().stop_orphans();
+        }
         let elapsed = started.elapsed();
         if let Ok(out) = &result {
             self.block_device_output

@@ -135,6 +135,8 @@ impl Host for FakeHost {
         }
     }
 
+    fn stop_orphans(&mut self) {}
+
     fn capabilities(&self) -> Capabilities {
         self.caps
     }

@@ -52,6 +52,8 @@ pub trait Host: Send {
     fn add_partitions(&mut self, dev: &Path) -> anyhow::Result<Vec<PathBuf>>;
     /// Undoes one journal entry.
     fn undo(&mut self, entry: &Entry) -> anyhow::Result<()>;
+    /// Stops what a hook left running outside the chroot.
+    fn stop_orphans(&mut self);
     /// What the host offers.
     fn capabilities(&self) -> Capabilities;
 }
@@ -83,6 +85,10 @@ impl Host for RealHost {
 
     fn undo(&mut self, entry: &Entry) -> anyhow::Result<()> {
         journal::undo_on_host(entry)
+    }
+
+    fn stop_orphans(&mut self) {
+        procs::stop_orphans();
     }
 
     fn capabilities(&self) -> Capabilities {
