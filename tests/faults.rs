@@ -47,6 +47,16 @@ fn main() {
         outside_hook_stragglers,
     ));
     tests.push(trial(
+        "symlinks_in_the_tree_never_lead_writes_to_the_host",
+        &[Need::Root, Need::LoopDevices],
+        tree_symlinks_stay_inside,
+    ));
+    tests.push(trial(
+        "a_mount_point_that_links_to_the_host_is_refused",
+        &[Need::Root, Need::LoopDevices],
+        mount_point_symlink_refused,
+    ));
+    tests.push(trial(
         "two_builds_on_one_output",
         &[Need::Root],
         two_builds_on_one_output,
@@ -374,4 +384,91 @@ fn outside_hook_stragglers() -> Result<(), Failed> {
         return Err(format!("the hook's background processes outlived the build: {pids}").into());
     }
     s.assert_nothing_left(&[])
+}
+
+/// The tree's etc and usr/sbin are absolute symlinks to victim directories
+/// on the host, and its /data (a partition's mount point) links to a host
+/// directory: resolv.conf, policy-rc.d and fstab never land in the victims,
+/// and the host directory never lands in the image.
+fn tree_symlinks_stay_inside() -> Result<(), Failed> {
+    let s = Scratch::new("dib-create-faults-");
+    let victims = s.path().join("victims");
+    for d in ["etc", "sbin", "data"] {
+        std::fs::create_dir_all(victims.join(d))?;
+    }
+    std::fs::write(victims.join("data/secret"), "host data")?;
+    s.element(
+        "links-out",
+        "extra-data.d",
+        &format!(
+            "cd \"$TARGET_ROOT\"; rm -rf etc usr/sbin; ln -s {v}/etc etc; ln -s {v}/sbin usr/sbin; ln -s {v}/data data",
+            v = victims.display()
+        ),
+    );
+    let yaml = "- local_loop:\n    name: image0\n- partitioning:\n    base: image0\n    label: mbr\n    partitions:\n      - name: data\n        size: 20MiB\n        mkfs:\n          name: mkfs_data\n          type: ext4\n          mount:\n            mount_point: /data\n      - name: root\n        size: 100%\n        mkfs:\n          mount:\n            mount_point: /\n";
+    let out = s.path().join("img");
+    let o = s
+        .command()
+        .env("DIB_BLOCK_DEVICE_CONFIG", yaml)
+        .args(["-n", "-t", "tar,raw", "--image-size", "0.3", "-o"])
+        .arg(&out)
+        .args(["fake-os", "links-out"])
+        .output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    let written: Vec<_> = ["etc", "sbin"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(victims.join(d)).into_iter().flatten())
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    if !written.is_empty() {
+        return Err(format!(
+            "the build wrote into host directories: {written:?}\n{}",
+            common::tail(&err, 20)
+        )
+        .into());
+    }
+    if o.status.success() {
+        return Err("a tree whose etc leads out of it built".into());
+    }
+    if std::fs::read_to_string(victims.join("data/secret"))? != "host data" {
+        return Err("the host directory behind /data changed".into());
+    }
+    s.assert_nothing_left(&[out.with_extension("tar"), out.with_extension("raw")])
+}
+
+/// The tree's /data, a partition's mount point, links to a host directory:
+/// the build refuses it, naming it, and copies nothing of the host's.
+fn mount_point_symlink_refused() -> Result<(), Failed> {
+    let s = Scratch::new("dib-create-faults-");
+    let host_dir = s.path().join("host-data");
+    std::fs::create_dir_all(&host_dir)?;
+    std::fs::write(host_dir.join("secret"), "host data")?;
+    s.element(
+        "links-data",
+        "extra-data.d",
+        &format!("ln -s {} \"$TARGET_ROOT/data\"", host_dir.display()),
+    );
+    let yaml = "- local_loop:\n    name: image0\n- partitioning:\n    base: image0\n    label: mbr\n    partitions:\n      - name: data\n        size: 20MiB\n        mkfs:\n          name: mkfs_data\n          type: ext4\n          mount:\n            mount_point: /data\n      - name: root\n        size: 100%\n        mkfs:\n          mount:\n            mount_point: /\n";
+    let out = s.path().join("img");
+    let o = s
+        .command()
+        .env("DIB_BLOCK_DEVICE_CONFIG", yaml)
+        .args(["-n", "-t", "raw", "--image-size", "0.3", "-o"])
+        .arg(&out)
+        .args(["fake-os", "links-data"])
+        .output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    if o.status.success() || !err.contains("/data is a symlink") {
+        return Err(format!(
+            "expected the /data symlink refused: {:?}\n{}",
+            o.status,
+            common::tail(&err, 20)
+        )
+        .into());
+    }
+    if std::fs::read_to_string(host_dir.join("secret"))? != "host data" {
+        return Err("the host directory changed".into());
+    }
+    s.assert_nothing_left(&[out.with_extension("raw")])
 }

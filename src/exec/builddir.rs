@@ -39,6 +39,9 @@ impl BuildDir {
             .tempdir_in(root)
             .with_context(|| format!("creating a build directory in {}", root.display()))?
             .keep();
+        // Its real path: what the tree code records is real paths, and a
+        // killed build's journal is checked against this one.
+        let path = fs::canonicalize(&path)?;
         fs::write(path.join(PID), std::process::id().to_string())?;
         for d in ["mnt", "hooks"] {
             fs::create_dir(path.join(d))?;
@@ -175,6 +178,7 @@ fn check_owned_by_us(dir: &Path) -> Result<(), UsageError> {
 /// own build directory: its mounts and files, a loop device whose backing
 /// file is there, and its partial outputs (named by us, wherever `-o` was).
 fn replayable(e: &Entry, dir: &Path) -> bool {
+    let dir = &fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let inside = |p: &Path| p.starts_with(dir) && !p.components().any(|c| c.as_os_str() == "..");
     match e {
         Entry::Mount(p) | Entry::CreatedFile(p) | Entry::CreatedDir(p) | Entry::Chroot(p) => {

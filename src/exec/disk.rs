@@ -12,7 +12,8 @@
 use anyhow::{Context, bail};
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::fill;
@@ -270,10 +271,21 @@ pub fn config_env(graph: &Graph) -> Vec<(&'static str, String)> {
 }
 
 /// Writes /etc/fstab into the tree.
+/// Writes /etc/fstab into the tree (resolved inside it: a symlinked etc
+/// cannot send it to the host's).
 pub fn write_fstab(graph: &Graph, disk: &Disk, tree: &Path) -> anyhow::Result<()> {
     let text = fstab::render(graph, &disk.facts);
-    fs::create_dir_all(tree.join("etc"))?;
-    fs::write(tree.join("etc/fstab"), text).context("writing /etc/fstab")
+    let path = crate::host::tree::path(tree, Path::new("etc/fstab"))?;
+    if path.symlink_metadata().is_ok() {
+        fs::remove_file(&path).with_context(|| format!("replacing {}", path.display()))?;
+    }
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes()).context("writing /etc/fstab")
 }
 
 /// Builds every filesystem from the tree. The tree is split at the mount
@@ -387,8 +399,20 @@ fn split_tree(
             out.insert(fs_name, tree.to_path_buf());
             continue;
         }
-        let inside = tree.join(mp.trim_start_matches('/'));
+        // Resolved inside the tree; the mount point itself must be a real
+        // directory (a symlink there would make mkfs copy what it points to).
+        let inside = crate::host::tree::path(tree, Path::new(mp.trim_start_matches('/')))?;
         let dest = parts.join(&fs_name);
+        if inside
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink())
+        {
+            bail!(
+                "the tree's {mp} is a symlink ({} -> {}); a filesystem's mount point must be a directory",
+                inside.display(),
+                fs::read_link(&inside).unwrap_or_default().display()
+            );
+        }
         if inside.is_dir() {
             let meta = fs::metadata(&inside)?;
             crate::host::files::move_dir(&inside, &dest, &format!("{mp} out of the tree"))
@@ -431,10 +455,10 @@ pub fn mount_all(
                 mp.mount_point
             );
         }
-        let target = root.join(mp.mount_point.trim_start_matches('/'));
-        fs::create_dir_all(&target)?;
+        let target =
+            crate::host::tree::dir(root, Path::new(mp.mount_point.trim_start_matches('/')))?;
         let dev = device_of(graph, disk, fs_name)?;
-        let entry = journal.mount(
+        let entry = journal.mount_in(
             &mount::Source::Device {
                 dev: &dev,
                 fstype,

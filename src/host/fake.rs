@@ -98,7 +98,13 @@ impl Host for FakeHost {
     }
 
     fn mount(&mut self, _source: &mount::Source, target: &Path) -> anyhow::Result<()> {
-        self.push(Event::Mount(target.to_path_buf()));
+        // A directory held open (`/proc/self/fd/N`) is recorded by its path.
+        let target = if target.starts_with("/proc/self/fd") {
+            std::fs::read_link(target).unwrap_or_else(|_| target.to_path_buf())
+        } else {
+            target.to_path_buf()
+        };
+        self.push(Event::Mount(target));
         Ok(())
     }
 

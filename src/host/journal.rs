@@ -7,6 +7,7 @@
 //! The journal is the guard for the whole build: `close()` reports errors,
 //! `Drop` is the best-effort fallback.
 
+use anyhow::Context;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -84,6 +85,16 @@ impl Entry {
 
 /// Undoes `e` on this machine.
 pub fn undo_on_host(e: &Entry) -> anyhow::Result<()> {
+    // What we made in the tree was recorded at its real path; if a symlink
+    // has since been put in the way, the path leads elsewhere: leave it.
+    if let Entry::CreatedFile(p) | Entry::CreatedDir(p) | Entry::Replaced(p, _) = e
+        && !super::tree::unchanged(p)
+    {
+        anyhow::bail!(
+            "not undoing it: a directory on the way to {} became a symlink",
+            p.display()
+        );
+    }
     match e {
         Entry::Mount(p) => mount::unmount(p),
         Entry::Loop(p) => super::loopdev::detach(p),
@@ -182,6 +193,23 @@ impl Journal {
     pub fn mount(&mut self, source: &mount::Source, target: &Path) -> anyhow::Result<Entry> {
         self.host.mount(source, target)?;
         let e = Entry::Mount(target.to_path_buf());
+        self.record(e.clone())?;
+        Ok(e)
+    }
+
+    /// Mounts `source` on a directory of the image's tree (held open, so
+    /// the mount lands there whatever the names leading to it now say) and
+    /// records its real path.
+    pub fn mount_in(
+        &mut self,
+        source: &mount::Source,
+        dir: &super::tree::Dir,
+    ) -> anyhow::Result<Entry> {
+        let real = dir.real_path()?;
+        self.host
+            .mount(source, &dir.fd_path())
+            .with_context(|| format!("mounting on {}", real.display()))?;
+        let e = Entry::Mount(real);
         self.record(e.clone())?;
         Ok(e)
     }

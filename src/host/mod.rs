@@ -16,6 +16,7 @@ pub mod mount;
 pub mod procs;
 pub mod runner;
 pub mod tools;
+pub mod tree;
 
 pub use journal::{Entry, Journal};
 pub use runner::{Cmd, CmdError, Output};

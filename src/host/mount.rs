@@ -54,6 +54,9 @@ pub fn mount(src: &Source, target: &Path) -> anyhow::Result<()> {
         .and_then(|()| {
             // The read-only flag of a bind takes a remount of the bind; if
             // that fails, the bind goes again (no mount left unrecorded).
+            // A directory held open (`/proc/self/fd/N`) still names what was
+            // under the new mount: the remount needs the mount's own path.
+            let target = &std::fs::read_link(target).unwrap_or_else(|_| target.to_path_buf());
             nix::mount::mount(
                 None::<&str>,
                 target,

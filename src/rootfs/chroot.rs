@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 
 use crate::host::journal::{Entry, Journal};
 use crate::host::mount::Source;
+use crate::host::tree;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 
 /// Where the hooks directory appears inside the chroot (DIB's path).
 pub const IN_TARGET: &str = "/tmp/in_target.d";
@@ -62,22 +65,22 @@ fn mount_pseudo_filesystems(journal: &mut Journal, root: &Path) -> anyhow::Resul
     ];
     let mut first = None;
     for (rel, src) in table {
-        let target = root.join(rel);
-        ensure_dir(&target)?;
-        let e = journal.mount(&src, &target)?;
+        let target = tree::dir(root, Path::new(rel))?;
+        let e = journal.mount_in(&src, &target)?;
         first.get_or_insert(e);
     }
     Ok(first.expect("the table is not empty"))
 }
 
 fn bind_hooks(journal: &mut Journal, root: &Path, hooks_dir: &Path) -> anyhow::Result<()> {
-    let target = root.join(IN_TARGET.trim_start_matches('/'));
-    ensure_dir(target.parent().expect("has parent"))?;
-    if !target.exists() {
-        fs::create_dir(&target).with_context(|| format!("creating {}", target.display()))?;
-        journal.record(Entry::CreatedDir(target.clone()))?;
+    let rel = Path::new(IN_TARGET.trim_start_matches('/'));
+    let real = tree::path(root, rel)?;
+    if real.symlink_metadata().is_err() {
+        fs::create_dir(&real).with_context(|| format!("creating {}", real.display()))?;
+        journal.record(Entry::CreatedDir(real))?;
     }
-    journal.mount(&Source::BindReadOnly(hooks_dir), &target)?;
+    let target = tree::dir(root, rel)?;
+    journal.mount_in(&Source::BindReadOnly(hooks_dir), &target)?;
     Ok(())
 }
 
@@ -85,35 +88,52 @@ fn bind_hooks(journal: &mut Journal, root: &Path, hooks_dir: &Path) -> anyhow::R
 /// own file (often a symlink into /run) comes back at teardown.
 fn install_resolv_conf(journal: &mut Journal, root: &Path) -> anyhow::Result<()> {
     let contents = fs::read("/etc/resolv.conf").unwrap_or_default();
-    replace_file(journal, &root.join("etc/resolv.conf"), &contents, 0o644)
+    replace_file(
+        journal,
+        root,
+        Path::new("etc/resolv.conf"),
+        &contents,
+        0o644,
+    )
 }
 
 fn block_daemons(journal: &mut Journal, root: &Path) -> anyhow::Result<()> {
     replace_file(
         journal,
-        &root.join("usr/sbin/policy-rc.d"),
+        root,
+        Path::new("usr/sbin/policy-rc.d"),
         POLICY_RC_D.as_bytes(),
         0o755,
     )
 }
 
-/// Writes `path`, moving any existing file (or symlink) aside first as
-/// `<path>.ORIG` (DIB's name, which elements may use); journaled so teardown
-/// restores the original exactly.
+/// Writes `rel` in the tree at `root`, moving any existing file (or
+/// symlink) aside first as `<path>.ORIG` (DIB's name, which elements may
+/// use); journaled so teardown restores the original exactly. The parent is
+/// resolved inside the tree and the file is created anew, so neither a
+/// symlinked directory nor a symlink at the name leads out of the tree.
 pub fn replace_file(
     journal: &mut Journal,
-    path: &Path,
+    root: &Path,
+    rel: &Path,
     contents: &[u8],
     mode: u32,
 ) -> anyhow::Result<()> {
-    ensure_dir(path.parent().expect("has parent"))?;
-    let saved = saved_name(path);
+    let path = tree::path(root, rel)?;
+    let saved = saved_name(&path);
     if path.symlink_metadata().is_ok() {
-        fs::rename(path, &saved).with_context(|| format!("moving {} aside", path.display()))?;
+        fs::rename(&path, &saved).with_context(|| format!("moving {} aside", path.display()))?;
     }
-    journal.record(Entry::Replaced(path.to_path_buf(), saved))?;
-    fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    journal.record(Entry::Replaced(path.clone(), saved))?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(contents)
+        .with_context(|| format!("writing {}", path.display()))?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
     Ok(())
 }
 
@@ -121,10 +141,6 @@ fn saved_name(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(SAVED_SUFFIX);
     PathBuf::from(s)
-}
-
-fn ensure_dir(p: &Path) -> anyhow::Result<()> {
-    fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))
 }
 
 /// Paths that mark our presence; the final tree must hold none of them.
