@@ -154,6 +154,16 @@ const CASES: &[Case] = &[
         &["--docker-target", "Bad/Name"],
     ),
     case(
+        "logfile_missing_directory",
+        &["-t", "tar", "--logfile", "{S}/no/such/dir/build.log"],
+        &["--logfile", "does not exist"],
+    ),
+    case(
+        "logfile_is_a_directory",
+        &["-t", "tar", "--logfile", "{S}"],
+        &["--logfile", "directory"],
+    ),
+    case(
         "lockfile_missing",
         &["-t", "tar", "--lockfile", "{S}/none.lock"],
         &["--lockfile", "none.lock"],

@@ -157,6 +157,9 @@ pub fn build(cli: &Cli) -> Result<Plan, PlanError> {
 pub fn build_with_env(cli: &Cli, caller: &BTreeMap<String, String>) -> Result<Plan, PlanError> {
     let arch = target_arch(cli)?;
     validate::output_name(&cli.output)?;
+    if let Some(f) = &cli.logfile {
+        validate::log_file(f)?;
+    }
     for p in cli.extra_packages() {
         validate::package_name(&p)?;
     }

@@ -36,6 +36,25 @@ pub fn output_name(name: &str) -> Result<(), UsageError> {
     Ok(())
 }
 
+/// `--logfile FILE`: a file in a directory that exists.
+pub fn log_file(path: &Path) -> Result<(), UsageError> {
+    let bad = |why: &str| Err(UsageError(format!("--logfile {}: {why}", path.display())));
+    if path.is_dir() {
+        return bad("this is a directory; give a file name");
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return bad(&format!(
+            "the directory {} does not exist; create it first",
+            parent.display()
+        ));
+    }
+    Ok(())
+}
+
 /// A package name for `-p`: one word, not an option.
 pub fn package_name(name: &str) -> Result<(), UsageError> {
     let first_ok = name
