@@ -57,6 +57,11 @@ fn main() {
         mount_point_symlink_refused,
     ));
     tests.push(trial(
+        "out_of_space_names_the_filesystem",
+        &[Need::Root],
+        out_of_space,
+    ));
+    tests.push(trial(
         "two_builds_on_one_output",
         &[Need::Root],
         two_builds_on_one_output,
@@ -471,4 +476,43 @@ fn mount_point_symlink_refused() -> Result<(), Failed> {
         return Err("the host directory changed".into());
     }
     s.assert_nothing_left(&[out.with_extension("raw")])
+}
+
+/// A hook fills the build directory's filesystem (a 64 MiB tmpfs): the
+/// error says which filesystem and how much it has free.
+fn out_of_space() -> Result<(), Failed> {
+    let s = Scratch::new("dib-create-faults-");
+    let small = s.path().join("small");
+    std::fs::create_dir_all(&small)?;
+    common::run_ok({
+        let mut c = std::process::Command::new("mount");
+        c.args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+            .arg(&small);
+        c
+    })?;
+    s.element(
+        "fills",
+        "install.d",
+        "head -c 100000000 /dev/zero > /filler",
+    );
+    let o = s
+        .command()
+        .env("DIB_CREATE_BUILD_ROOT", small.join("builds"))
+        .env("DIB_IMAGE_CACHE", small.join("cache"))
+        .args(["-n", "-t", "tar", "-o"])
+        .arg(s.path().join("img"))
+        .args(["fake-os", "fills"])
+        .output();
+    let _ = std::process::Command::new("umount").arg(&small).status();
+    let o = o?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    let said = format!("the build directory {}", small.join("builds").display());
+    if o.status.success()
+        || !err.contains("ran out of space")
+        || !err.contains(&said)
+        || !err.contains("MiB free")
+    {
+        return Err(format!("{:?}\n{}", o.status, common::tail(&err, 15)).into());
+    }
+    assert_clean(s.path())
 }

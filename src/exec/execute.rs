@@ -34,7 +34,7 @@ pub fn execute(plan: &Plan, host: Box<dyn Host>) -> anyhow::Result<()> {
     let _outputs = OutputLock::acquire(&root.join(OUTPUT_LOCKS), &plan.image_name)?;
     builddir::cleanup_stale(root);
     let dir = BuildDir::create(root, &plan.short_name())?;
-    let outcome = build_in(plan, host, &dir);
+    let outcome = build_in(plan, host, &dir).map_err(|e| explain_no_space(e, plan));
     let keep = plan.settings.keep_on_failure || outcome.as_ref().is_err_and(is_teardown_failure);
     finish_build_dir(dir, &outcome, keep, &plan.settings.failed_log_dir)?;
     if outcome.is_ok() {
@@ -450,6 +450,37 @@ pub(crate) fn partial(journal: &mut Journal, path: &Path) -> anyhow::Result<Pend
     let p = Pending::new(path);
     journal.record(Entry::Partial(p.tmp.clone()))?;
     Ok(p)
+}
+
+/// "No space left on device" deep in a tool's output names no filesystem:
+/// say which ones the build writes to and how much each has free.
+fn explain_no_space(e: anyhow::Error, plan: &Plan) -> anyhow::Error {
+    let full = format!("{e:#}");
+    if !full.contains("No space left on device") {
+        return e;
+    }
+    let out_dir = Path::new(&plan.image_name)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let places = [
+        ("the build directory", plan.settings.build_root.clone()),
+        ("the output directory", out_dir),
+        ("the cache", plan.settings.image_cache.clone()),
+    ];
+    let free: Vec<String> = places
+        .iter()
+        .filter_map(|(what, p)| {
+            let st = nix::sys::statvfs::statvfs(p.as_path()).ok()?;
+            let mib = st.blocks_available() as u64 * st.fragment_size() as u64 >> 20;
+            Some(format!("{what} {} has {mib} MiB free", p.display()))
+        })
+        .collect();
+    e.context(format!(
+        "a filesystem ran out of space: {}; a debian-minimal disk build needs about 3 GiB in the build directory and the image's size again for the outputs",
+        free.join(", ")
+    ))
 }
 
 /// What the output writers need, from the plan.
