@@ -7,7 +7,10 @@
 //! packages keeps the cache, and any package change in the suite drops it.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::host::Cmd;
 
 use crate::digest::fields as digest;
 use crate::pkgdb::Source;
@@ -57,17 +60,22 @@ pub fn indices_digest(release: &str, arch: &str) -> String {
     digest(&lines)
 }
 
-/// Fetches Release files, each at most once per build.
+/// Fetches Release files, each at most once per build, and trusts only
+/// what their signature covers.
 #[derive(Default)]
 pub struct Checker {
     offline: bool,
+    /// The archive keyrings an InRelease may be signed with.
+    keyrings: Vec<PathBuf>,
     memo: BTreeMap<String, Result<String, String>>,
 }
 
 impl Checker {
-    pub fn new(offline: bool) -> Self {
+    /// `keyrings`: those that exist are used to verify every InRelease.
+    pub fn new(offline: bool, keyrings: Vec<PathBuf>) -> Self {
         Checker {
             offline,
+            keyrings: keyrings.into_iter().filter(|k| k.is_file()).collect(),
             memo: BTreeMap::new(),
         }
     }
@@ -80,7 +88,9 @@ impl Checker {
         let r = if self.offline {
             Err("offline".to_string())
         } else {
-            fetch(url).map(|t| indices_digest(&t, arch))
+            fetch(url)
+                .and_then(|t| self.verified(&t))
+                .map(|t| indices_digest(&t, arch))
         };
         self.memo.insert(url.to_string(), r.clone());
         r
@@ -105,6 +115,38 @@ impl Checker {
             }
         }
         (ok, unknown)
+    }
+}
+
+impl Checker {
+    /// The signed content of an InRelease, checked with gpgv against the
+    /// keyrings; an unsigned or badly signed one is not an archive state.
+    fn verified(&self, inrelease: &str) -> Result<String, String> {
+        if self.keyrings.is_empty() {
+            return Err("no archive keyring to verify its signature with".into());
+        }
+        let mut c = Cmd::new("verifying the archive's InRelease signature", "gpgv")
+            .args(["--quiet", "--output", "-"])
+            .stdin_bytes(inrelease.as_bytes().to_vec())
+            .capture();
+        for k in &self.keyrings {
+            c = c.arg("--keyring").arg(k);
+        }
+        let out = c.arg("-").run_here().map_err(|e| {
+            format!(
+                "its signature does not verify against {}: {e}",
+                self.keyring_list()
+            )
+        })?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn keyring_list(&self) -> String {
+        self.keyrings
+            .iter()
+            .map(|k| k.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -152,6 +194,87 @@ mod tests {
         assert_ne!(indices_digest(&changed, "amd64"), d);
         let all_changed = RELEASE.replace("5555", "8888");
         assert_ne!(indices_digest(&all_changed, "amd64"), d);
+    }
+
+    /// A signed InRelease counts; a tampered or unsigned one is no state.
+    #[test]
+    fn only_a_verified_signature_gives_an_archive_state() {
+        if !crate::host::tools::on_path("gpg") || !crate::host::tools::on_path("gpgv") {
+            println!("SKIP only_a_verified_signature_gives_an_archive_state: needs gpg and gpgv");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let home = d.path().join("gnupg");
+        std::fs::create_dir(&home).unwrap();
+        let gpg = |args: &[&str]| {
+            let out = std::process::Command::new("gpg")
+                .env("GNUPGHOME", &home)
+                .args([
+                    "--batch",
+                    "--quiet",
+                    "--pinentry-mode",
+                    "loopback",
+                    "--passphrase",
+                    "",
+                ])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "gpg {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        };
+        gpg(&[
+            "--quick-gen-key",
+            "archive@test",
+            "ed25519",
+            "sign",
+            "never",
+        ]);
+        let keyring = d.path().join("archive.gpg");
+        std::fs::write(&keyring, gpg(&["--export", "archive@test"])).unwrap();
+        let body = "Origin: Test\nSHA256:\n 1111 100 main/binary-amd64/Packages\n";
+        std::fs::write(d.path().join("body"), body).unwrap();
+        let signed = gpg(&[
+            "--clearsign",
+            "--output",
+            "-",
+            d.path().join("body").to_str().unwrap(),
+        ]);
+        let url = |name: &str, text: &[u8]| {
+            let p = d.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            format!("file://{}", p.display())
+        };
+        let good = url("good", &signed);
+        let tampered = url(
+            "tampered",
+            &String::from_utf8(signed.clone())
+                .unwrap()
+                .replace("1111", "2222")
+                .into_bytes(),
+        );
+        let unsigned = url("unsigned", body.as_bytes());
+        let mut c = Checker::new(false, vec![keyring]);
+        assert_eq!(
+            c.current(&good, "amd64").unwrap(),
+            indices_digest(body, "amd64")
+        );
+        assert!(
+            c.current(&tampered, "amd64")
+                .unwrap_err()
+                .contains("does not verify")
+        );
+        assert!(c.current(&unsigned, "amd64").is_err());
+        let mut none = Checker::new(false, vec![d.path().join("missing.gpg")]);
+        assert!(
+            none.current(&good, "amd64")
+                .unwrap_err()
+                .contains("no archive keyring")
+        );
     }
 
     #[test]

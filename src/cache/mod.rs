@@ -115,7 +115,7 @@ impl DebStore {
         let _ = fs::remove_file(&part); // a killed download's leftover
         let mut last = String::new();
         for url in &want.urls {
-            match download(url, &part) {
+            match download(url, &part, want.size) {
                 Ok((got, got_size)) if got == want.sha256 && got_size == want.size => {
                     fs::rename(&part, &path)
                         .with_context(|| format!("renaming {} into place", part.display()))?;
@@ -284,8 +284,12 @@ fn matches(path: &Path, want: &Want) -> anyhow::Result<bool> {
 }
 
 /// Streams `url` into `dest`, returning its SHA256 and size. `file://` URLs
-/// are read from disk.
-fn download(url: &str, dest: &Path) -> anyhow::Result<(String, u64)> {
+/// are read from disk. At most one byte more than `size` is read: a server
+/// that sends more is cut off before it can fill the disk, and the size
+/// check then refuses the file.
+fn download(url: &str, dest: &Path, size: u64) -> anyhow::Result<(String, u64)> {
+    use std::io::Read as _;
+    let cap = size.saturating_add(1);
     let mut out = File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
     let mut tee = HashingWriter {
         inner: &mut out,
@@ -293,8 +297,8 @@ fn download(url: &str, dest: &Path) -> anyhow::Result<(String, u64)> {
         n: 0,
     };
     if let Some(p) = url.strip_prefix("file://") {
-        let mut f = File::open(p).with_context(|| format!("opening {p}"))?;
-        std::io::copy(&mut f, &mut tee)?;
+        let f = File::open(p).with_context(|| format!("opening {p}"))?;
+        std::io::copy(&mut f.take(cap), &mut tee)?;
     } else {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_connect(Some(Duration::from_secs(30)))
@@ -302,8 +306,8 @@ fn download(url: &str, dest: &Path) -> anyhow::Result<(String, u64)> {
             .build()
             .into();
         let resp = agent.get(url).call().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut body = resp.into_body().into_reader();
-        std::io::copy(&mut body, &mut tee)?;
+        let body = resp.into_body().into_reader();
+        std::io::copy(&mut body.take(cap), &mut tee)?;
     }
     let (hash, n) = (crate::digest::hex(&tee.hash.finalize()), tee.n);
     out.sync_all()?;

@@ -162,7 +162,7 @@ impl PhaseCache {
             last: None,
             fresh: HookTree::new(),
             applied: Vec::new(),
-            checker: archive::Checker::new(plan.settings.offline),
+            checker: archive::Checker::new(plan.settings.offline, archive_keyrings(plan)),
             seal_after: Duration::from_secs(settings.seal_after_secs),
             max_unchecked_age: settings.max_unchecked_age_secs,
             output_key: None,
@@ -780,6 +780,26 @@ impl HookObserver for Sealer<'_> {
 
 fn short(key: &str) -> &str {
     &key[..key.len().min(12)]
+}
+
+/// The keyrings an archive's InRelease may be signed with: the ones the
+/// build's elements name, the host's Debian and Ubuntu archive keyrings, and
+/// the Ubuntu keyring the debootstrap element fetches into the cache.
+fn archive_keyrings(plan: &Plan) -> Vec<PathBuf> {
+    let env = &plan.resolved_env;
+    let named = ["DIB_APT_KEYRING", "DIB_DEBIAN_KEYRING"]
+        .iter()
+        .filter_map(|k| env.get(*k).filter(|v| !v.is_empty()))
+        .map(PathBuf::from);
+    named
+        .chain([
+            PathBuf::from("/usr/share/keyrings/debian-archive-keyring.gpg"),
+            PathBuf::from("/usr/share/keyrings/ubuntu-archive-keyring.gpg"),
+            plan.settings
+                .image_cache
+                .join("debootstrap/keyrings/ubuntu-archive-keyring.gpg"),
+        ])
+        .collect()
 }
 
 /// DIB_DISTRIBUTION_MIRROR and DIB_RELEASE, as environment.d resolved them.
