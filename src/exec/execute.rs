@@ -473,7 +473,7 @@ fn explain_no_space(e: anyhow::Error, plan: &Plan) -> anyhow::Error {
         .iter()
         .filter_map(|(what, p)| {
             let st = nix::sys::statvfs::statvfs(p.as_path()).ok()?;
-            let mib = st.blocks_available() as u64 * st.fragment_size() as u64 >> 20;
+            let mib = (st.blocks_available() as u64 * st.fragment_size() as u64) >> 20;
             Some(format!("{what} {} has {mib} MiB free", p.display()))
         })
         .collect();
