@@ -1136,7 +1136,26 @@ impl Ctx<'_> {
             (None, true) => root.opts_for(&fstype),
             (None, false) => None,
         };
+        if label.chars().any(|c| c.is_control() || c == '/') {
+            return Err(f.invalid(
+                f.get("label").unwrap_or(&NULL),
+                "label",
+                &label,
+                "a filesystem label holds no control characters or slashes (it is matched by LABEL= in fstab)",
+            ));
+        }
         let uuid = f.str("uuid")?;
+        if let Some(u) = &uuid
+            && !is_uuid(u)
+            && !(fstype == "vfat" && super::mkfs::vfat_volume_id(u).is_ok())
+        {
+            return Err(f.invalid(
+                f.get("uuid").unwrap_or(&NULL),
+                "uuid",
+                u,
+                "give a UUID such as 0a1b2c3d-1111-2222-3333-444455556666 (a FAT volume id such as 1234-ABCD for vfat)",
+            ));
+        }
         let spec = Filesystem {
             fstype,
             label,
@@ -1206,6 +1225,16 @@ pub fn normal_mount_point(p: &str) -> std::result::Result<String, &'static str> 
         return Err("must not hold `.` or `..` components (it must lie inside the image)");
     }
     Ok(format!("/{}", parts.join("/")))
+}
+
+/// `8-4-4-4-12` hexadecimal digits.
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// Filesystem types we can make.

@@ -188,7 +188,11 @@ pub struct Cli {
     pub lock_diff: Option<Vec<PathBuf>>,
 
     // ---- Plan ----
-    /// Resolve everything and print the plan; touch nothing.
+    /// Resolve and check everything and print the plan; build nothing. The
+    /// elements' environment.d files are sourced by bash (in a scratch
+    /// directory, starting from the hook environment), as a build sources
+    /// them: what they run, runs. An unknown DIB_RELEASE is looked up on the
+    /// mirror. Nothing else is run, mounted or written.
     #[arg(long, help_heading = "Plan")]
     pub dry_run: bool,
     /// Format of the --dry-run plan.

@@ -143,6 +143,16 @@ impl FileCtx<'_> {
             }
         };
         for (package, options) in packages {
+            let name_ok = package
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric())
+                && !package.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !name_ok {
+                return Err(self.error(format!(
+                    "{package:?} is not a package name (it would reach the package manager as an option or several words)"
+                )));
+            }
             for opts in self.option_maps(package, options)? {
                 self.collect_one(package, &opts, out)?;
             }
