@@ -62,6 +62,11 @@ fn main() {
         out_of_space,
     ));
     tests.push(trial(
+        "signals_at_seeded_points_leave_nothing_behind",
+        &[Need::Root, Need::LoopDevices],
+        signals_at_seeded_points,
+    ));
+    tests.push(trial(
         "two_builds_on_one_output",
         &[Need::Root],
         two_builds_on_one_output,
@@ -515,4 +520,146 @@ fn out_of_space() -> Result<(), Failed> {
         return Err(format!("{:?}\n{}", o.status, common::tail(&err, 15)).into());
     }
     assert_clean(s.path())
+}
+
+/// Log lines of a fake-OS disk build where a signal can land, in build order.
+const POINTS: &[&str] = &[
+    "running root.d",
+    "running extra-data.d",
+    "running pre-install.d",
+    "running install.d",
+    "running post-install.d",
+    "phase cache: sealed the tree after post-root.d",
+    "disk image",
+    "running finalise.d",
+    "writing tar output",
+    "making ext4 filesystem",
+    "writing qcow2 output",
+    "writing raw output",
+];
+
+/// Fault injection from a fixed seed (so a failure replays): 5 SIGINT or
+/// SIGTERM and 3 SIGKILL at points picked from [`POINTS`]. After a signal
+/// the build exits 130 or 143 (or 0, had it finished), and nothing stays:
+/// no mount, loop device, process, partial file or build directory, and the
+/// outputs are complete or absent. After a SIGKILL, the next build cleans up.
+/// `DIB_CREATE_FAULT_SIGNALS` and `DIB_CREATE_FAULT_KILLS` raise the counts
+/// (scripts/test-long).
+fn signals_at_seeded_points() -> Result<(), Failed> {
+    let count = |var: &str, default: usize| {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (signals, kills) = (
+        count("DIB_CREATE_FAULT_SIGNALS", 5),
+        count("DIB_CREATE_FAULT_KILLS", 3),
+    );
+    let mut rng: u64 = 0x5eed;
+    let mut next = move |n: usize| {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (rng >> 33) as usize % n
+    };
+    let s = Scratch::new("dib-create-faults-");
+    s.element(
+        "work",
+        "install.d",
+        "head -c 50000000 /dev/urandom > /data.bin",
+    );
+    // A hook in each phase, so that each phase's point is logged.
+    for phase in [
+        "extra-data.d",
+        "pre-install.d",
+        "post-install.d",
+        "finalise.d",
+    ] {
+        s.element("work", phase, "true");
+    }
+    let out = s.path().join("img");
+    // Each build gets an empty cache of its own: a cached one would skip
+    // the points (the phase cache stays on, as users have it).
+    let build = |log: &Path| -> Result<std::process::Child, Failed> {
+        Ok(s.command()
+            .env("DIB_IMAGE_CACHE", log.with_extension("cache"))
+            .args(["-n", "-t", "tar,raw,qcow2", "--image-size", "0.5", "-o"])
+            .arg(&out)
+            .args(["fake-os", "block-device-mbr", "work"])
+            .stderr(std::fs::File::create(log)?)
+            .spawn()?)
+    };
+    let outputs = [
+        out.with_extension("tar"),
+        out.with_extension("raw"),
+        out.with_extension("qcow2"),
+    ];
+    let mut report = Vec::new();
+    for i in 0..signals + kills {
+        let kill = i >= signals;
+        let point = POINTS[next(POINTS.len())];
+        let sig = match (kill, next(2)) {
+            (true, _) => nix::sys::signal::Signal::SIGKILL,
+            (false, 0) => nix::sys::signal::Signal::SIGINT,
+            (false, _) => nix::sys::signal::Signal::SIGTERM,
+        };
+        for o in &outputs {
+            let _ = std::fs::remove_file(o);
+        }
+        let log = s.path().join(format!("fault-{i}.log"));
+        let mut child = build(&log)?;
+        let reached = wait_for_log(&log, point, &mut child).is_ok();
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig);
+        let status = child.wait()?;
+        let code = status.code();
+        report.push(format!(
+            "{sig:?} at {point:?} (reached: {reached}): {status:?}"
+        ));
+        if kill {
+            // The next build replays the killed one's journal first.
+            let next_log = s.path().join(format!("after-kill-{i}.log"));
+            let o = tar_build(&s, &s.path().join("next"))
+                .arg("fake-os")
+                .stderr(std::fs::File::create(&next_log)?)
+                .status()?;
+            if !o.success() {
+                return Err(format!(
+                    "the build after {}: failed\n{}",
+                    report.join("\n"),
+                    common::tail(&std::fs::read_to_string(&next_log)?, 20)
+                )
+                .into());
+            }
+        } else if !matches!(code, Some(0 | 130 | 143)) {
+            return Err(format!(
+                "{}: unexpected exit\n{}",
+                report.join("\n"),
+                common::tail(&std::fs::read_to_string(&log)?, 20)
+            )
+            .into());
+        }
+        // Complete or absent: a finished build has all three, an
+        // interrupted one none.
+        let present: Vec<bool> = outputs.iter().map(|o| o.exists()).collect();
+        if present.iter().any(|p| *p) && !present.iter().all(|p| *p) {
+            return Err(format!("{}: some outputs only: {present:?}", report.join("\n")).into());
+        }
+        let partials: Vec<_> = std::fs::read_dir(s.path())?
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .contains("dib-create-partial")
+            })
+            .map(|e| e.path())
+            .collect();
+        if !partials.is_empty() {
+            return Err(format!("{}: partial files left: {partials:?}", report.join("\n")).into());
+        }
+        s.assert_nothing_left(&[])
+            .map_err(|e| format!("{}: {}", report.join("\n"), e.message().unwrap_or("")))?;
+    }
+    println!("{}", report.join("\n"));
+    Ok(())
 }
