@@ -415,7 +415,7 @@ impl Build<'_, '_> {
             .filter(|o| o.kind.source() == Source::Tree)
         {
             log::step(&format!("writing {} output {}", o.kind, o.path.display()));
-            let pending = partial(self.journal, &o.path)?;
+            let pending = Pending::recorded(self.journal, &o.path)?;
             output::write_from_tree(self.journal.host(), o.kind, tree, &pending.tmp, &ctx)?;
             done.push(pending);
         }
@@ -436,20 +436,12 @@ impl Build<'_, '_> {
         let mut done = Vec::new();
         for o in outs {
             log::step(&format!("writing {} output {}", o.kind, o.path.display()));
-            let pending = partial(self.journal, &o.path)?;
+            let pending = Pending::recorded(self.journal, &o.path)?;
             output::write_from_disk(self.journal.host(), o.kind, &disk.raw, &pending.tmp, &ctx)?;
             done.push(pending);
         }
         Ok(done)
     }
-}
-
-/// A partial output file, recorded in the journal before it is written, so
-/// that whoever cleans up after a killed build removes it too.
-pub(crate) fn partial(journal: &mut Journal, path: &Path) -> anyhow::Result<Pending> {
-    let p = Pending::new(path);
-    journal.record(Entry::Partial(p.tmp.clone()))?;
-    Ok(p)
 }
 
 /// "No space left on device" deep in a tool's output names no filesystem:
@@ -542,7 +534,7 @@ fn write_manifests(
     ];
     let mut pending = Vec::new();
     for (ext, text) in texts {
-        let p = partial(journal, Path::new(&format!("{}.{ext}", plan.image_name)))?;
+        let p = Pending::recorded(journal, Path::new(&format!("{}.{ext}", plan.image_name)))?;
         std::fs::write(&p.tmp, text).with_context(|| format!("writing {}", p.tmp.display()))?;
         pending.push(p);
     }

@@ -130,6 +130,14 @@ impl Pending {
         }
     }
 
+    /// A partial output, recorded in the journal before it is written, so
+    /// that whoever cleans up after a killed build removes it too.
+    pub fn recorded(journal: &mut crate::host::Journal, final_path: &Path) -> anyhow::Result<Self> {
+        let p = Pending::new(final_path);
+        journal.record(crate::host::Entry::Partial(p.tmp.clone()))?;
+        Ok(p)
+    }
+
     /// Moves an existing output aside (with a timestamp, as DIB does, and a
     /// number when that name is taken: nothing is ever overwritten), then
     /// renames the finished file into place.
