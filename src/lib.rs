@@ -10,9 +10,11 @@
 //! - [`output`]: image formats;
 //! - [`cache`]: package and root caches;
 //! - [`lock`]: lockfiles (record, build locked, diff);
+//! - [`boot`]: boot tests of built images in qemu;
 //! - [`host`]: the only layer that touches the host.
 
 pub mod blockdev;
+pub mod boot;
 pub mod build;
 pub mod cache;
 pub mod cli;

@@ -1,5 +1,5 @@
 //! The only layer that touches the host: the command runner, mounts, loop
-//! devices, namespaces, signals and the teardown journal.
+//! devices, namespaces, signals, the teardown journal, and qemu for boot tests.
 
 pub mod files;
 pub mod interrupt;
@@ -8,6 +8,7 @@ pub mod log;
 pub mod loopdev;
 pub mod mount;
 pub mod procs;
+pub mod qemu;
 pub mod runner;
 pub mod tools;
 
