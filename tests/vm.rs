@@ -7,7 +7,8 @@
 //! - `debian-minimal rpi3 devuser` for a Raspberry Pi 3, booted in
 //!   `qemu-system-aarch64 -M raspi3b` from its own firmware partition.
 //!
-//! Each boot goes through scripts/boot-test (TCG unless KVM answers): the
+//! Each boot goes through dib-boot-test, the program behind scripts/boot-test
+//! (TCG unless KVM passes its timer probe; see src/boot/accel.rs): the
 //! login prompt within the timeout, a login as the development user on the
 //! serial console, root mounted from the filesystem that /etc/fstab names, and
 //! growroot filling a disk larger than the image. The arm64 images are also
@@ -181,20 +182,21 @@ fn virtual_size(img: &Path) -> Result<u64, Failed> {
         .ok_or_else(|| "qemu-img info gave no virtual-size".into())
 }
 
-/// Runs scripts/boot-test; returns its JSON result (commands and outputs).
+/// Runs dib-boot-test (what scripts/boot-test runs, built with this test);
+/// returns its JSON result (commands and outputs).
 fn boot(
     t: Target,
     img: &Path,
     resize: Option<&str>,
     cmds: &[&str],
 ) -> Result<serde_json::Value, Failed> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/boot-test");
+    let script = Path::new(env!("CARGO_BIN_EXE_dib-boot-test"));
     let json = workdir().join(format!(
         "{}-{}.json",
         t.name(),
         if resize.is_some() { "resized" } else { "plain" }
     ));
-    let mut c = Command::new(&script);
+    let mut c = Command::new(script);
     c.arg(img)
         .args(["--timeout", &t.boot_timeout().to_string()])
         .args(["--login", &format!("{USER}:{PASSWORD}")])

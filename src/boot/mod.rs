@@ -472,6 +472,8 @@ struct Choice {
     guarded: bool,
     /// The host state the verdict is about (for caching a later verdict).
     key: Option<HostKey>,
+    /// A fresh verdict to cache (once the choice has been reported).
+    fresh: Option<Verdict>,
 }
 
 /// The disk qemu boots.
@@ -547,6 +549,9 @@ impl Session<'_> {
             choice.reason
         ));
         result.accel_reason = Some(choice.reason.clone());
+        if let Some(v) = choice.fresh.clone() {
+            self.store_verdict(choice.key.as_ref(), v);
+        }
         let disk = self.disk()?;
         let vars = self.firmware_vars()?;
         self.rep.note(&format!(
@@ -698,6 +703,7 @@ impl Session<'_> {
             reason: reason.into(),
             guarded: false,
             key: None,
+            fresh: None,
         };
         match self.plan.accel {
             AccelRequest::Tcg if self.plan.raspi => {
@@ -722,6 +728,7 @@ impl Session<'_> {
             reason,
             guarded: false,
             key: None,
+            fresh: None,
         };
         let arch = self.plan.arch.name();
         if arch != facts::machine() {
@@ -760,6 +767,7 @@ impl Session<'_> {
                         },
                         guarded: v.kvm,
                         key: Some(key),
+                        fresh: None,
                     });
                 }
                 Cached::Missing => {}
@@ -786,19 +794,22 @@ impl Session<'_> {
                 ),
                 guarded: true,
                 key: Some(key),
+                fresh: None,
             });
         }
         let verdict = self.probe()?;
-        self.store_verdict(Some(&key), verdict.clone());
         Ok(Choice {
             accel: if verdict.kvm {
-                Accel::Kvm { cpu: verdict.cpu }
+                Accel::Kvm {
+                    cpu: verdict.cpu.clone(),
+                }
             } else {
                 Accel::Tcg { single: false }
             },
-            reason: verdict.reason,
+            reason: verdict.reason.clone(),
             guarded: verdict.kvm,
             key: Some(key),
+            fresh: Some(verdict),
         })
     }
 
