@@ -27,37 +27,50 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+type Test = fn() -> Result<(), Failed>;
+
 fn main() {
     let args = Arguments::from_args();
     let x86 = [Need::HostArch("x86_64")];
-    let tests = vec![
-        trial(
+    let tcg_qemu = [Need::Tool("qemu-system-x86_64")];
+    let table: [(&str, &[Need], Test); 8] = [
+        (
             "auto_falls_back_to_tcg_and_caches_the_verdict",
             &x86,
-            || auto_falls_back(),
+            auto_falls_back,
         ),
-        trial("watchdog_stops_a_hung_kvm_boot_and_caches_it", &x86, || {
-            watchdog_falls_back()
-        }),
-        trial("no_kvm_device_means_tcg_without_a_probe", &[], || {
-            no_kvm_device()
-        }),
-        trial("an_unwritable_cache_is_reported_not_fatal", &x86, || {
-            unwritable_cache()
-        }),
-        trial("login_and_run_through_the_console", &[], || login_and_run()),
-        trial("a_kernel_panic_fails_at_once_with_the_tail", &[], || {
-            kernel_panic()
-        }),
-        trial("usage_errors_and_missing_tools_exit_2", &[], || {
-            usage_errors()
-        }),
-        trial(
+        (
+            "watchdog_stops_a_hung_kvm_boot_and_caches_it",
+            &x86,
+            watchdog_falls_back,
+        ),
+        (
+            "no_kvm_device_means_tcg_without_a_probe",
+            &[],
+            no_kvm_device,
+        ),
+        (
+            "an_unwritable_cache_is_reported_not_fatal",
+            &x86,
+            unwritable_cache,
+        ),
+        ("login_and_run_through_the_console", &[], login_and_run),
+        (
+            "a_kernel_panic_fails_at_once_with_the_tail",
+            &[],
+            kernel_panic,
+        ),
+        ("usage_errors_and_missing_tools_exit_2", &[], usage_errors),
+        (
             "probe_program_sees_real_time_ticks_under_tcg",
-            &[Need::Tool("qemu-system-x86_64")],
-            || probe_under_tcg(),
+            &tcg_qemu,
+            probe_under_tcg,
         ),
     ];
+    let tests = table
+        .into_iter()
+        .map(|(name, needs, f)| trial(name, needs, f))
+        .collect();
     libtest_mimic::run(&args, tests).exit();
 }
 

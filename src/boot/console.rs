@@ -486,11 +486,13 @@ mod tests {
     const UEFI_KVM: &[u8] = include_bytes!("../../tests/fixtures/boot/uefi-kvm-internal-error.log");
     const SESSION: &[u8] = include_bytes!("../../tests/fixtures/boot/bios-session.log");
 
+    type Responder = Box<dyn FnMut(&[u8]) -> Vec<u8>>;
+
     /// Replays chunks on a virtual clock; what is typed goes to `responder`,
     /// whose answer is delivered next. Waiting for nothing advances the clock.
     struct Replay {
         chunks: VecDeque<Vec<u8>>,
-        responder: Box<dyn FnMut(&[u8]) -> Vec<u8>>,
+        responder: Responder,
         sent: Vec<u8>,
         clock: Instant,
         close_after: Option<(String, Option<i32>)>,
