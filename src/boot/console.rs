@@ -459,10 +459,13 @@ pub fn tail_lines(buf: &[u8], n: usize) -> Vec<String> {
     let text = CRLF_RE
         .replace_all(&String::from_utf8_lossy(buf), "\n")
         .replace('\r', "\n");
-    let lines: Vec<String> = text
+    let mut lines: Vec<String> = text
         .split('\n')
         .map(|l| ANSI_RE.replace_all(l, "").into_owned())
         .collect();
+    while lines.last().is_some_and(|l| l.trim().is_empty()) {
+        lines.pop();
+    }
     lines[lines.len().saturating_sub(n)..].to_vec()
 }
 

@@ -797,7 +797,7 @@ impl Session<'_> {
                 fresh: None,
             });
         }
-        let verdict = self.probe()?;
+        let (verdict, cacheable) = self.probe()?;
         Ok(Choice {
             accel: if verdict.kvm {
                 Accel::Kvm {
@@ -809,16 +809,20 @@ impl Session<'_> {
             reason: verdict.reason.clone(),
             guarded: verdict.kvm,
             key: Some(key),
-            fresh: Some(verdict),
+            fresh: cacheable.then_some(verdict),
         })
     }
 
     /// Runs the timer probe with each CPU model until one starts.
-    fn probe(&mut self) -> Result<Verdict, Stop> {
+    /// The verdict, and whether it may be cached: a probe cut short by
+    /// `--timeout` proves nothing about the host.
+    fn probe(&mut self) -> Result<(Verdict, bool), Stop> {
         let mut why = Vec::new();
+        let mut cut_short = false;
         for cpu in accel::KVM_CPUS {
             let limit =
                 accel::PROBE_TIMEOUT.min(self.deadline.saturating_duration_since(Instant::now()));
+            cut_short = limit < accel::PROBE_TIMEOUT;
             let (out, end) = accel::run_probe(&self.plan.qemu, self.work, "kvm", *cpu, limit)
                 .map_err(io_stop("running the KVM probe"))?;
             if let Some(sig) = interrupt::requested().then(interrupt::signal).flatten() {
@@ -829,12 +833,13 @@ impl Session<'_> {
             }
             match accel::judge(&out, &end, &accel::kvm_label(*cpu)) {
                 Ok(said) => {
-                    return Ok(Verdict {
+                    let v = Verdict {
                         kvm: true,
                         cpu: cpu.map(String::from),
                         reason: said,
                         source: Source::Probe,
-                    });
+                    };
+                    return Ok((v, true));
                 }
                 Err(w) => {
                     why.push(w);
@@ -846,12 +851,17 @@ impl Session<'_> {
                 }
             }
         }
-        Ok(Verdict {
+        let v = Verdict {
             kvm: false,
             cpu: None,
             reason: format!("KVM is unusable: {}", why.join("; ")),
             source: Source::Probe,
-        })
+        };
+        if cut_short {
+            self.rep
+                .note("the KVM probe was cut short by --timeout: its verdict is not cached");
+        }
+        Ok((v, !cut_short))
     }
 
     /// Caches a verdict; a cache we cannot write is reported, not fatal.

@@ -141,6 +141,16 @@ impl Qemu {
         if let Some(sig) = interrupted() {
             return Recv::Interrupted(sig);
         }
+        match self.recv_inner(timeout) {
+            // The signal handler stops qemu itself: its exit is the interrupt.
+            Recv::Exited(_) if interrupted().is_some() => {
+                Recv::Interrupted(interrupted().unwrap_or(libc::SIGTERM))
+            }
+            r => r,
+        }
+    }
+
+    fn recv_inner(&mut self, timeout: Duration) -> Recv {
         match self.rx.recv_timeout(timeout) {
             Ok((at, data)) => Recv::Data(at, data),
             Err(RecvTimeoutError::Disconnected) => match self.wait_briefly() {
