@@ -143,8 +143,7 @@ pub fn judge(out: &ProbeOutput, end: &ProbeEnd, label: &str) -> Result<String, S
             );
             if spread < SPAN_MIN {
                 Err(format!(
-                    "{said}: timer interrupts are not delivered in real time, and a real guest would hang \
-                     (as it does in GRUB's menu on nested VMs)"
+                    "{said}: timer interrupts are not delivered in real time (a real guest would hang in GRUB)"
                 ))
             } else if spread > SPAN_MAX {
                 Err(format!("{said}: the guest runs far slower than real time"))

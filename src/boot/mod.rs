@@ -439,7 +439,7 @@ impl Plan {
 }
 
 fn need(tool: &str) -> Result<PathBuf, BootError> {
-    facts::which(tool).ok_or_else(|| BootError::MissingTool {
+    tools::find(tool).ok_or_else(|| BootError::MissingTool {
         tool: tool.into(),
         package: tools::package_for(tool).unwrap_or(tool).into(),
     })
@@ -578,6 +578,7 @@ impl Session<'_> {
         // messages KVM did not (see below).
         let mut watchdog_verdict: Option<String> = None;
         let mut con = loop {
+            result.accel = Some(accel.arg().into());
             let args = qemu_args(self.plan, self.opts, &disk, &accel, vars.as_deref());
             let q = Qemu::spawn(&self.plan.qemu, &args, Stderr::Merged)
                 .map_err(io_stop(format!("starting {}", self.plan.qemu.display())))?;
@@ -641,7 +642,6 @@ impl Session<'_> {
         let login_s = round1(con.elapsed());
         result.login_seconds = Some(login_s);
         result.kernel_seconds = con.kernel_seconds().map(round1);
-        result.accel = Some(accel.arg().into());
         self.rep.note(&format!(
             "login prompt after {login_s} s (accel {}{})",
             accel.arg(),

@@ -14,7 +14,7 @@
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -319,11 +319,6 @@ pub mod facts {
         std::fs::read_to_string(p)
             .map(|s| s.trim().to_string())
             .unwrap_or_default()
-    }
-
-    /// The absolute path of a tool on PATH.
-    pub fn which(tool: &str) -> Option<PathBuf> {
-        crate::host::tools::find(tool)
     }
 }
 
