@@ -10,10 +10,12 @@
 //! - [`output`]: image formats;
 //! - [`cache`]: package and root caches;
 //! - [`lock`]: lockfiles (record, build locked, diff);
+//! - [`boot`]: boot tests of built images in qemu;
 //! - [`host`]: the only layer that touches the host.
 
 pub mod arch;
 pub mod blockdev;
+pub mod boot;
 pub mod cache;
 pub mod cli;
 pub mod digest;

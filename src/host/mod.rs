@@ -1,5 +1,5 @@
 //! The only layer that touches the host: the command runner, mounts, loop
-//! devices, namespaces, signals and the teardown journal.
+//! devices, namespaces, signals, the teardown journal, and qemu for boot tests.
 //!
 //! The executor reaches the host through [`Host`], held by the build's
 //! [`Journal`]: every command, mount and loop device of a build goes through
@@ -14,6 +14,7 @@ pub mod journal;
 pub mod loopdev;
 pub mod mount;
 pub mod procs;
+pub mod qemu;
 pub mod runner;
 pub mod tools;
 pub mod tree;

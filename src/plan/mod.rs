@@ -8,6 +8,7 @@
 //! lockfile and dib-create's own settings, and checks every value a build
 //! would refuse.
 
+mod boot;
 mod disk;
 mod env;
 mod outputs;
@@ -16,6 +17,7 @@ mod render;
 mod settings;
 pub mod validate;
 
+pub use boot::BootPlan;
 pub use disk::{DiskError, DiskPlan};
 pub use env::{hook_env, search_dirs};
 pub use outputs::{KINDS, OutputError, OutputKind, Source, kind_at, outputs, wants_disk};
@@ -87,6 +89,9 @@ pub struct Plan {
     /// disk output is asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub block_device: Option<DiskPlan>,
+    /// The boot test that follows the build (`--boot-test`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootPlan>,
     /// Lockfile recording or enforcement.
     #[serde(serialize_with = "serialize_lock")]
     pub lock: crate::lock::Request,
@@ -224,7 +229,9 @@ pub fn build_with_env(cli: &Cli, caller: &BTreeMap<String, String>) -> Result<Pl
     {
         validate::docker_target(&docker_target)?;
     }
+    let boot = boot::plan(cli, &outputs, block_device.as_ref(), &elements, &arch)?;
     Ok(Plan {
+        boot,
         element_paths: element_list.into_iter().collect(),
         elements,
         hooks,

@@ -19,6 +19,8 @@ pub enum Need {
     ForeignArch(&'static str),
     /// A file that must exist (firmware images and the like).
     File(&'static str),
+    /// The host's machine architecture (`uname -m`).
+    HostArch(&'static str),
 }
 
 impl Need {
@@ -31,6 +33,8 @@ impl Need {
             Need::Tool(t) => (!on_path(t)).then(|| format!("needs `{t}` on PATH")),
             Need::Network(hp) => (!reachable(hp)).then(|| format!("needs network access to {hp}")),
             Need::File(f) => (!Path::new(f).exists()).then(|| format!("needs {f}")),
+            Need::HostArch(a) => (std::env::consts::ARCH != *a)
+                .then(|| format!("needs an {a} host (this is {})", std::env::consts::ARCH)),
             Need::ForeignArch(a) => {
                 let q = match *a {
                     "arm64" => "qemu-aarch64-static",

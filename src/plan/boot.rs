@@ -1,0 +1,86 @@
+//! `--boot-test`: which output to boot after the build, and how (the
+//! firmware, machine and architecture follow from the image's layout).
+
+use serde::Serialize;
+use std::path::PathBuf;
+
+use super::{DiskPlan, OutputKind, OutputSpec};
+use crate::cli::{Accel, Cli};
+use crate::error::UsageError;
+
+/// The boot test a build ends with.
+#[derive(Clone, Debug, Serialize)]
+pub struct BootPlan {
+    pub image: PathBuf,
+    pub timeout_secs: u64,
+    /// Boot through UEFI (an x86 layout with an EFI system partition; arm64 always).
+    pub uefi: bool,
+    /// `x86_64` or `aarch64`.
+    pub arch: &'static str,
+    /// A Raspberry Pi 3 card (the rpi3 element).
+    pub raspi3b: bool,
+    pub accel: &'static str,
+}
+
+/// Outputs a boot test can start, most convenient first.
+const BOOTABLE: &[OutputKind] = &[
+    OutputKind::Qcow2,
+    OutputKind::Raw,
+    OutputKind::Vmdk,
+    OutputKind::Vdi,
+    OutputKind::Vhd,
+    OutputKind::Vpc,
+    OutputKind::Vhdx,
+    OutputKind::Qed,
+];
+
+/// The boot test `--boot-test` asks for, if it does.
+pub fn plan(
+    cli: &Cli,
+    outputs: &[OutputSpec],
+    disk: Option<&DiskPlan>,
+    elements: &[String],
+    arch: &str,
+) -> Result<Option<BootPlan>, UsageError> {
+    let Some(timeout_secs) = cli.boot_test else {
+        return Ok(None);
+    };
+    let image = BOOTABLE
+        .iter()
+        .find_map(|k| outputs.iter().find(|o| o.kind == *k))
+        .map(|o| o.path.clone())
+        .ok_or_else(|| {
+            UsageError(
+                "--boot-test boots a disk image: add -t qcow2 (or raw, vmdk, ...) to the output types"
+                    .into(),
+            )
+        })?;
+    let arch = match arch {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        other => {
+            return Err(UsageError(format!(
+                "--boot-test boots amd64 and arm64 images; this one is {other}"
+            )));
+        }
+    };
+    let esp = disk.is_some_and(|d| d.graph.esp_partition().is_some());
+    let raspi3b = elements.iter().any(|e| e == "rpi3");
+    if raspi3b && cli.accel == Accel::Kvm {
+        return Err(UsageError(
+            "--boot-test of a Raspberry Pi 3 card is emulated only: use --accel tcg or auto".into(),
+        ));
+    }
+    Ok(Some(BootPlan {
+        image,
+        timeout_secs,
+        uefi: arch == "aarch64" || esp,
+        arch,
+        raspi3b,
+        accel: match cli.accel {
+            Accel::Auto => "auto",
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        },
+    }))
+}
