@@ -67,6 +67,16 @@ fn main() {
         signals_at_seeded_points,
     ));
     tests.push(trial(
+        "a_signal_while_the_outputs_are_hashed_commits_nothing",
+        &[Need::Root, Need::LoopDevices],
+        late_signal,
+    ));
+    tests.push(trial(
+        "four_concurrent_builds_two_on_one_output",
+        &[Need::Root],
+        four_concurrent_builds,
+    ));
+    tests.push(trial(
         "two_builds_on_one_output",
         &[Need::Root],
         two_builds_on_one_output,
@@ -662,4 +672,89 @@ fn signals_at_seeded_points() -> Result<(), Failed> {
     }
     println!("{}", report.join("\n"));
     Ok(())
+}
+
+/// SIGINT after the last output is written, while the manifest hashes the
+/// outputs (a few seconds for a 2 GiB raw): the build must not commit. It
+/// used to finish and exit 0.
+fn late_signal() -> Result<(), Failed> {
+    let s = Scratch::new("dib-create-faults-");
+    s.element("big", "install.d", "head -c 300000000 /dev/urandom > /big");
+    let out = s.path().join("img");
+    let log = s.path().join("late.log");
+    let mut child = s
+        .command()
+        .args(["-n", "-t", "tar,raw", "--image-size", "2", "-o"])
+        .arg(&out)
+        .args(["fake-os", "block-device-mbr", "big"])
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    wait_for_log(&log, "writing raw output", &mut child)?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )?;
+    let status = child.wait()?;
+    let text = std::fs::read_to_string(&log)?;
+    if status.code() != Some(130) {
+        return Err(format!(
+            "expected exit 130, got {status:?}\n{}",
+            common::tail(&text, 15)
+        )
+        .into());
+    }
+    s.assert_nothing_left(&[
+        out.with_extension("tar"),
+        out.with_extension("raw"),
+        out.with_extension("manifest.json"),
+    ])
+}
+
+/// Four builds at once, sharing the build root and the cache, two of them
+/// on one -o: the three outputs are complete, the duplicate is refused, and
+/// nothing is left.
+fn four_concurrent_builds() -> Result<(), Failed> {
+    let s = Scratch::new("dib-create-faults-");
+    s.element("slow", "install.d", "sleep 3");
+    let names = ["a", "b", "c", "c"];
+    let mut children = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let log = s.path().join(format!("build-{i}.log"));
+        let child = tar_build(&s, &s.path().join(n))
+            .args(["fake-os", "slow"])
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?;
+        children.push((child, log));
+    }
+    let mut refused = 0;
+    for (mut child, log) in children {
+        let status = child.wait()?;
+        let text = std::fs::read_to_string(&log)?;
+        if status.success() {
+            continue;
+        }
+        if text.contains("another dib-create") {
+            refused += 1;
+        } else {
+            return Err(format!(
+                "a concurrent build failed: {status:?}\n{}",
+                common::tail(&text, 20)
+            )
+            .into());
+        }
+    }
+    if refused != 1 {
+        return Err(format!("expected one of the two builds of c refused, got {refused}").into());
+    }
+    for n in ["a", "b", "c"] {
+        let listing = common::run_ok({
+            let mut c = std::process::Command::new("tar");
+            c.arg("-tf").arg(s.path().join(n).with_extension("tar"));
+            c
+        })?;
+        if !listing.contains("./bin/bash") {
+            return Err(format!("{n}.tar is incomplete").into());
+        }
+    }
+    s.assert_nothing_left(&[])
 }

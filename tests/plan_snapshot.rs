@@ -75,7 +75,7 @@ fn tree() -> Tree {
     t.write("block-device-mbr/element-provides", "block-device\n");
     t.write(
         "block-device-mbr/block-device-default.yaml",
-        "- local_loop:\n    name: image0\n",
+        "- local_loop:\n    name: image0\n    mkfs:\n      name: mkfs_root\n      mount:\n        mount_point: /\n",
     );
     t.write("app/element-deps", "vm\n");
     t.script("app/install.d/10-app");
@@ -299,7 +299,7 @@ fn two_block_device_layouts_conflict_unless_config_is_set() {
     ])
     .env(
         "DIB_BLOCK_DEVICE_CONFIG",
-        "- local_loop:\n    name: image0\n",
+        "- local_loop:\n    name: image0\n    mkfs:\n      name: mkfs_root\n      mount:\n        mount_point: /\n",
     )
     .assert()
     .success();

@@ -146,3 +146,16 @@ fn adopt_stores_by_content() {
     // Twice is fine.
     assert_eq!(store.adopt(&f).unwrap(), got);
 }
+
+/// A server that sends far more than the pinned size is cut off one byte
+/// past it: the partial file never grows beyond, and the mismatch is named.
+#[test]
+fn an_oversized_download_is_cut_off() {
+    let big = vec![7u8; 1 << 20];
+    let (dir, _server, mut want) = setup(&big);
+    want.size = 100;
+    let store = DebStore::open(&dir.path().join("cache"), false).unwrap();
+    let e = format!("{:#}", store.ensure(&want).unwrap_err());
+    assert!(e.contains("101 bytes"), "{e}");
+    assert!(!store.path(&want.sha256).exists());
+}
