@@ -88,7 +88,11 @@ pub fn trial(
 
 /// The dib-create binary under test.
 pub fn dib_create() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_dib-create"));
+    // DIB_CREATE_TEST_BINARY runs the tests against another build (an
+    // older one, to count what it got wrong).
+    let bin = std::env::var_os("DIB_CREATE_TEST_BINARY")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_dib-create").into());
+    let mut c = Command::new(bin);
     // The phase cache stays on, as users have it; a test that needs every
     // phase to run turns it off itself and says why.
     c.env("DIB_CREATE_DATA_DIR", env!("CARGO_MANIFEST_DIR"))
