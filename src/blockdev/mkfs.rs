@@ -165,18 +165,21 @@ pub fn vfat_uuid_display(uuid: &str) -> anyhow::Result<String> {
     Ok(format!("{}-{}", &id[..4], &id[4..]))
 }
 
+/// A filesystem of type `t` for tests.
+#[cfg(test)]
+pub(crate) fn sample_spec(t: &str) -> FsSpec {
+    FsSpec {
+        fstype: t.into(),
+        label: Some("root".into()),
+        uuid: "0a1b2c3d-1111-2222-3333-444455556666".into(),
+        opts: vec!["-i".into(), "4096".into()],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn spec(t: &str) -> FsSpec {
-        FsSpec {
-            fstype: t.into(),
-            label: Some("root".into()),
-            uuid: "0a1b2c3d-1111-2222-3333-444455556666".into(),
-            opts: vec!["-i".into(), "4096".into()],
-        }
-    }
+    use sample_spec as spec;
 
     #[test]
     fn ext4_command_is_populated_and_seeded() {

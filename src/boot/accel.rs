@@ -158,6 +158,16 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// A machine with no devices but those asked for, no display, no network.
+pub const HEADLESS: &[&str] = &[
+    "-nodefaults",
+    "-no-user-config",
+    "-display",
+    "none",
+    "-nic",
+    "none",
+];
+
 /// The CPU models tried under KVM, best first: `host` aborts on some
 /// nested VMs ("failed to set MSR 0x10a", an assertion in kvm_buf_set_msrs),
 /// where qemu's default model still starts.
@@ -169,20 +179,11 @@ pub fn probe_args(disk: &Path, cpu: Option<&str>) -> Vec<std::ffi::OsString> {
     if let Some(c) = cpu {
         a.extend(["-cpu".into(), c.into()]);
     }
-    for s in [
-        "-m",
-        "64",
-        "-nodefaults",
-        "-no-user-config",
-        "-display",
-        "none",
-        "-nic",
-        "none",
-        "-serial",
-        "stdio",
-        "-monitor",
-        "none",
-    ] {
+    for s in ["-m", "64"]
+        .iter()
+        .chain(HEADLESS)
+        .chain(&["-serial", "stdio", "-monitor", "none"])
+    {
         a.push(s.into());
     }
     let mut drive = std::ffi::OsString::from("file=");

@@ -1021,14 +1021,7 @@ fn qemu_args(
                 "-smp",
                 &opts.smp.to_string(),
             ]);
-            push(&[
-                "-nodefaults",
-                "-no-user-config",
-                "-display",
-                "none",
-                "-nic",
-                "none",
-            ]);
+            push(accel::HEADLESS);
             push(&["-serial", "stdio", "-monitor", "none", "-no-reboot"]);
             push(&[
                 "-drive",

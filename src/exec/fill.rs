@@ -216,16 +216,8 @@ pub fn copy_tree(journal: &mut Journal, src: &Path, dst: &Path) -> anyhow::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::blockdev::mkfs::sample_spec as spec;
     use crate::host::RealHost;
-
-    fn spec(t: &str) -> FsSpec {
-        FsSpec {
-            fstype: t.into(),
-            label: Some("root".into()),
-            uuid: "0a1b2c3d-1111-2222-3333-444455556666".into(),
-            opts: vec!["-i".into(), "4096".into()],
-        }
-    }
 
     /// Old files read during the build (new access time, old modification time)
     /// are capped too, and each time is capped on its own.

@@ -23,17 +23,22 @@ pub fn output_name(name: &str) -> Result<(), UsageError> {
     if path.is_dir() {
         return bad("this is an existing directory; give a file name inside it, e.g. -o DIR/image");
     }
+    in_existing_dir(path).or_else(|why| bad(&why))
+}
+
+/// The directory a new file `path` goes to exists.
+fn in_existing_dir(path: &Path) -> Result<(), String> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    if !parent.is_dir() {
-        return bad(&format!(
-            "the directory {} does not exist; create it first",
-            parent.display()
-        ));
+    if parent.is_dir() {
+        return Ok(());
     }
-    Ok(())
+    Err(format!(
+        "the directory {} does not exist; create it first",
+        parent.display()
+    ))
 }
 
 /// `--logfile FILE`: a file in a directory that exists.
@@ -42,17 +47,7 @@ pub fn log_file(path: &Path) -> Result<(), UsageError> {
     if path.is_dir() {
         return bad("this is a directory; give a file name");
     }
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if !parent.is_dir() {
-        return bad(&format!(
-            "the directory {} does not exist; create it first",
-            parent.display()
-        ));
-    }
-    Ok(())
+    in_existing_dir(path).or_else(|why| bad(&why))
 }
 
 /// A package name for `-p`: one word, not an option.
