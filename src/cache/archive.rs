@@ -71,11 +71,13 @@ pub struct Checker {
 }
 
 impl Checker {
-    /// `keyrings`: those that exist are used to verify every InRelease.
+    /// `keyrings`: those that exist when an InRelease is checked verify it
+    /// (a build's root.d may fetch one, as the debootstrap element does for
+    /// Ubuntu).
     pub fn new(offline: bool, keyrings: Vec<PathBuf>) -> Self {
         Checker {
             offline,
-            keyrings: keyrings.into_iter().filter(|k| k.is_file()).collect(),
+            keyrings,
             memo: BTreeMap::new(),
         }
     }
@@ -122,31 +124,25 @@ impl Checker {
     /// The signed content of an InRelease, checked with gpgv against the
     /// keyrings; an unsigned or badly signed one is not an archive state.
     fn verified(&self, inrelease: &str) -> Result<String, String> {
-        if self.keyrings.is_empty() {
+        let keyrings: Vec<&PathBuf> = self.keyrings.iter().filter(|k| k.is_file()).collect();
+        if keyrings.is_empty() {
             return Err("no archive keyring to verify its signature with".into());
         }
         let mut c = Cmd::new("verifying the archive's InRelease signature", "gpgv")
             .args(["--quiet", "--output", "-"])
             .stdin_bytes(inrelease.as_bytes().to_vec())
             .capture();
-        for k in &self.keyrings {
+        for k in &keyrings {
             c = c.arg("--keyring").arg(k);
         }
         let out = c.arg("-").run_here().map_err(|e| {
+            let list: Vec<String> = keyrings.iter().map(|k| k.display().to_string()).collect();
             format!(
                 "its signature does not verify against {}: {e}",
-                self.keyring_list()
+                list.join(", ")
             )
         })?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn keyring_list(&self) -> String {
-        self.keyrings
-            .iter()
-            .map(|k| k.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
     }
 }
 
@@ -269,12 +265,15 @@ mod tests {
                 .contains("does not verify")
         );
         assert!(c.current(&unsigned, "amd64").is_err());
-        let mut none = Checker::new(false, vec![d.path().join("missing.gpg")]);
-        assert!(
-            none.current(&good, "amd64")
-                .unwrap_err()
-                .contains("no archive keyring")
-        );
+        let later = d.path().join("later.gpg");
+        let mut none = Checker::new(false, vec![later.clone()]);
+        let e = none.current(&good, "amd64").unwrap_err();
+        assert!(e.contains("no archive keyring"), "{e}");
+        // A keyring that appears after the checker was made (root.d fetched
+        // it) is used.
+        std::fs::copy(d.path().join("archive.gpg"), &later).unwrap();
+        let mut fresh = Checker::new(false, vec![later]);
+        assert!(fresh.current(&good, "amd64").is_ok());
     }
 
     #[test]
