@@ -4,6 +4,8 @@
 //! behaviour lands in a later stage say so at run time (exit 2), never at parse
 //! time, so scripts written for DIB keep parsing.
 
+pub mod setup;
+
 use clap::{ArgAction, Parser, ValueEnum};
 use std::path::PathBuf;
 
@@ -24,6 +26,14 @@ pub enum Accel {
     Tcg,
 }
 
+/// A shell to print completions for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "dib-create",
@@ -39,7 +49,10 @@ pub enum Accel {
 )]
 pub struct Cli {
     /// Elements to include in the image.
-    #[arg(value_name = "ELEMENT", required_unless_present_any = ["cleanup", "lock_diff"])]
+    #[arg(
+        value_name = "ELEMENT",
+        required_unless_present_any = ["cleanup", "lock_diff", "completions", "man", "list_elements"]
+    )]
     pub elements: Vec<String>,
 
     // ---- Image ----
@@ -198,6 +211,24 @@ pub struct Cli {
     /// Format of the --dry-run plan.
     #[arg(long, value_enum, default_value = "text", help_heading = "Plan")]
     pub format: PlanFormat,
+
+    // ---- The command itself ----
+    /// Print the shell completion script for SHELL (element names complete
+    /// from ELEMENTS_PATH in bash and fish), then exit.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "SHELL",
+        help_heading = "Setup",
+        exclusive = true
+    )]
+    pub completions: Option<Shell>,
+    /// Print the manual page (roff), then exit: `dib-create --man | man -l -`.
+    #[arg(long, help_heading = "Setup", exclusive = true)]
+    pub man: bool,
+    /// Print the names of the elements on ELEMENTS_PATH and the shipped ones, then exit.
+    #[arg(long, help_heading = "Setup", exclusive = true)]
+    pub list_elements: bool,
 
     // ---- Boot test ----
     /// After building, boot the image in qemu and wait for a login prompt (timeout in seconds).

@@ -10,6 +10,7 @@ pub mod phase_cache;
 mod tests;
 
 use anyhow::Context;
+use std::io::Write as _;
 
 use crate::cli::{Cli, PlanFormat};
 use crate::plan::{self, Plan};
@@ -30,6 +31,17 @@ pub fn prepare_process(plan: &Plan) -> anyhow::Result<()> {
 
 /// Runs one invocation of dib-create.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(shell) = cli.completions {
+        return crate::cli::setup::completions(shell, &mut std::io::stdout().lock())
+            .context("writing the completions");
+    }
+    if cli.man {
+        return crate::cli::setup::man(&mut std::io::stdout().lock())
+            .context("writing the manual page");
+    }
+    if cli.list_elements {
+        return list_elements();
+    }
     if let Some(dir) = &cli.cleanup {
         crate::host::interrupt::install()?;
         return cleanup(dir);
@@ -108,6 +120,17 @@ pub fn print_plan(plan: &Plan, format: PlanFormat) -> anyhow::Result<()> {
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .context("writing the plan to stdout")
+}
+
+/// `--list-elements`: the element names on ELEMENTS_PATH and the shipped ones.
+fn list_elements() -> anyhow::Result<()> {
+    let caller: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let set = crate::element::discover(&plan::search_dirs(&caller))?;
+    let mut out = std::io::stdout().lock();
+    for name in set.elements.keys() {
+        writeln!(out, "{name}")?;
+    }
+    Ok(())
 }
 
 /// `--cleanup DIR`: undo what a killed build left behind.
