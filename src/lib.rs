@@ -31,4 +31,5 @@ pub mod paths;
 pub mod phase;
 pub mod pkgdb;
 pub mod plan;
+pub mod report;
 pub mod rootfs;
