@@ -3,5 +3,11 @@
 //! is in the image and what went into it.
 
 pub mod model;
+pub mod render;
+#[doc(hidden)]
+pub mod sample;
 
 pub use model::*;
+pub use render::render;
+#[doc(hidden)]
+pub use sample::sample;

@@ -13,6 +13,8 @@ pub enum Need {
     Root,
     LoopDevices,
     Tool(&'static str),
+    /// A tool on PATH, and what installs it (named in the SKIP line).
+    Installed(&'static str, &'static str),
     /// A host:port that must answer (the package mirror).
     Network(&'static str),
     /// Running binaries of this dpkg architecture through qemu-user.
@@ -31,6 +33,9 @@ impl Need {
             Need::LoopDevices => (!Path::new("/dev/loop-control").exists())
                 .then(|| "needs loop devices (/dev/loop-control)".into()),
             Need::Tool(t) => (!on_path(t)).then(|| format!("needs `{t}` on PATH")),
+            Need::Installed(t, by) => {
+                (!on_path(t)).then(|| format!("{t} is not installed ({by} installs it)"))
+            }
             Need::Network(hp) => (!reachable(hp)).then(|| format!("needs network access to {hp}")),
             Need::File(f) => (!Path::new(f).exists()).then(|| format!("needs {f}")),
             Need::HostArch(a) => (std::env::consts::ARCH != *a)
