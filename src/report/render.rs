@@ -107,6 +107,11 @@ fn grouped(n: u64) -> String {
     out
 }
 
+/// `1 hook ran`, `3 hooks ran`.
+fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn percent(part: u64, whole: u64) -> String {
     if whole == 0 {
         return "–".into();
@@ -505,14 +510,22 @@ fn timeline_section(r: &Report) -> String {
 
 fn timeline_counts(bars: &[Bar]) -> String {
     let count = |k: BarKind| bars.iter().filter(|b| b.kind == k).count();
-    let mut parts = vec![format!("{} hooks ran", count(BarKind::Hook))];
+    let mut parts = vec![counted(count(BarKind::Hook), "hook ran", "hooks ran")];
     let restored = count(BarKind::Restored);
     if restored > 0 {
-        parts.push(format!("{restored} were restored from the phase cache"));
+        parts.push(counted(
+            restored,
+            "was restored from the phase cache",
+            "were restored from the phase cache",
+        ));
     }
     let steps = count(BarKind::Step);
     if steps > 0 {
-        parts.push(format!("{steps} steps of dib-create itself"));
+        parts.push(counted(
+            steps,
+            "step of dib-create itself",
+            "steps of dib-create itself",
+        ));
     }
     parts.join(", ")
 }
@@ -768,10 +781,9 @@ fn disk_section(disk: Option<&DiskPicture>) -> String {
         None => "no partition table (one filesystem covers the disk)".into(),
     };
     let lead = format!(
-        "{} disk, {table}, {} partition{}; drawn to scale. Hatched space is not partitioned.",
+        "{} disk, {table}, {}; drawn to scale. Hatched space is not partitioned.",
         human_bytes(d.size),
-        d.partitions.len(),
-        if d.partitions.len() == 1 { "" } else { "s" }
+        counted(d.partitions.len(), "partition", "partitions"),
     );
     let body = format!("{}{}", disk_svg(d), partition_table(d));
     section("disk", "Disk", &lead, &body)
@@ -951,7 +963,11 @@ fn part_lines(p: &PartPicture) -> Vec<String> {
             });
         }
     }
-    lines.push(human_bytes(p.size));
+    lines.push(if p.number == 0 {
+        format!("{}, the whole disk", human_bytes(p.size))
+    } else {
+        format!("{} partition", human_bytes(p.size))
+    });
     if p.filesystem.is_some() {
         lines.push(match usage(p) {
             Some((u, t)) => format!(
