@@ -25,10 +25,14 @@ fn main() -> ExitCode {
         }
     };
     match dib::exec::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            dib::log::finish();
+            ExitCode::SUCCESS
+        }
         Err(e) => {
-            eprintln!("dib-create: error: {}", dib::exec::render_error(&e));
-            ExitCode::from(dib::exec::exit_code(&e))
+            let code = dib::exec::exit_code(&e);
+            dib::log::fatal(&dib::exec::render_error(&e), code);
+            ExitCode::from(code)
         }
     }
 }

@@ -164,6 +164,26 @@ const CASES: &[Case] = &[
         &["--logfile", "directory"],
     ),
     case(
+        "report_missing_directory",
+        &["-t", "tar", "--report", "{S}/no/such/dir/r.html"],
+        &["--report", "does not exist"],
+    ),
+    case(
+        "report_is_a_directory",
+        &["-t", "tar", "--report", "{S}"],
+        &["--report", "directory"],
+    ),
+    case(
+        "report_and_no_report",
+        &["-t", "tar", "--report", "{S}/r.html", "--no-report"],
+        &["--no-report", "--report"],
+    ),
+    case(
+        "log_format_unknown",
+        &["-t", "tar", "--log-format", "xml"],
+        &["--log-format", "xml"],
+    ),
+    case(
         "lockfile_missing",
         &["-t", "tar", "--lockfile", "{S}/none.lock"],
         &["--lockfile", "none.lock"],

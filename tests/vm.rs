@@ -163,6 +163,8 @@ fn build(t: Target) -> Result<PathBuf, Failed> {
         .args(t.elements());
     let o = c.output()?;
     let log = String::from_utf8_lossy(&o.stderr);
+    // The report test compares the report with what the log says ran.
+    std::fs::write(out.with_extension("log"), log.as_bytes())?;
     if !o.status.success() {
         return Err(format!(
             "building {} failed ({}):\n{}",
@@ -193,6 +195,97 @@ fn build(t: Target) -> Result<PathBuf, Failed> {
     );
     common::assert_clean(dir)?;
     Ok(img)
+}
+
+/// The report the UEFI build left beside its image (`<output>.report.html`,
+/// the default): a hook bar for each hook the log says ran, the GPT
+/// partitions drawn to scale, the image's packages, and a screenshot in Chromium.
+fn report_shows_the_build(t: Target) -> Result<(), Failed> {
+    let img = image(t)?;
+    let out = img.with_extension("");
+    let html = std::fs::read_to_string(format!("{}.report.html", out.display()))?;
+    let log = std::fs::read_to_string(out.with_extension("log")).unwrap_or_default();
+    let ran = log.lines().filter(|l| is_hook_start(l)).count();
+    let bars = html.matches("<rect class=\"bar hook\"").count();
+    if ran == 0 || bars != ran {
+        return Err(format!("{bars} hook bars in the report, {ran} hooks in the log").into());
+    }
+    check_partitions_to_scale(&html, virtual_size(&img)?)?;
+    for must in [
+        "linux-image-",
+        "systemd",
+        "debian-minimal",
+        &img.display().to_string(),
+    ] {
+        if !html.contains(must) {
+            return Err(format!("the report does not mention {must}").into());
+        }
+    }
+    let scratch = workdir().join(format!("{}-report", t.name()));
+    std::fs::create_dir_all(&scratch)?;
+    let png = common::chromium::photograph(&html, &scratch)?;
+    if let Some(keep) = std::env::var_os("DIB_CREATE_VM_REPORT_SCREENSHOT") {
+        std::fs::write(&keep, &png)?;
+    }
+    println!(
+        "report of the {} build: {} KiB of HTML, a {} KiB screenshot",
+        t.name(),
+        html.len() >> 10,
+        png.len() >> 10
+    );
+    Ok(())
+}
+
+/// `   12.3s ==> install.d/50-foo (element)`: the line a hook start prints.
+fn is_hook_start(line: &str) -> bool {
+    let Some((_, rest)) = line.split_once("==> ") else {
+        return false;
+    };
+    let Some((path, element)) = rest.split_once(' ') else {
+        return false;
+    };
+    let phase = path.split('/').next().unwrap_or("");
+    phase.ends_with(".d")
+        && path.contains('/')
+        && element.starts_with('(')
+        && element.ends_with(')')
+}
+
+/// Each partition's width on the drawing is its share of the disk.
+fn check_partitions_to_scale(html: &str, disk_bytes: u64) -> Result<(), Failed> {
+    let parts: Vec<(u64, f64)> = html
+        .split("<rect class=\"partition\" ")
+        .skip(1)
+        .map(|r| Ok((attr(r, "data-bytes")?.parse()?, attr(r, "width")?.parse()?)))
+        .collect::<Result<_, Failed>>()?;
+    if parts.len() < 2 {
+        return Err(format!("{} partitions drawn", parts.len()).into());
+    }
+    let total: u64 = parts.iter().map(|p| p.0).sum();
+    if total > disk_bytes || total < disk_bytes * 9 / 10 {
+        return Err(format!("partitions of {total} bytes on a disk of {disk_bytes}").into());
+    }
+    let (big_bytes, big_width) = *parts.iter().max_by_key(|p| p.0).ok_or("no partitions")?;
+    let px_per_byte = big_width / big_bytes as f64;
+    for (bytes, width) in &parts {
+        let want = *bytes as f64 * px_per_byte;
+        if (width - want).abs() > 1.0 {
+            return Err(
+                format!("a partition of {bytes} bytes is {width} px wide, not {want:.1}").into(),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn attr<'a>(tag: &'a str, name: &str) -> Result<&'a str, Failed> {
+    let start = tag
+        .find(&format!("{name}=\""))
+        .ok_or(format!("no {name} in {}", &tag[..tag.len().min(200)]))?
+        + name.len()
+        + 2;
+    let len = tag[start..].find('"').ok_or("unterminated attribute")?;
+    Ok(&tag[start..start + len])
 }
 
 fn virtual_size(img: &Path) -> Result<u64, Failed> {
@@ -477,6 +570,14 @@ fn main() {
             move || growroot_fills_enlarged_disk(t),
         ));
     }
+    let mut report = needs(Target::Uefi);
+    report.push(Need::Installed(
+        "chromium-headless-shell",
+        "scripts/install-deps",
+    ));
+    tests.push(trial("uefi_report_shows_the_build", &report, move || {
+        report_shows_the_build(Target::Uefi)
+    }));
     for t in [Target::Arm64Uefi, Target::Rpi3] {
         tests.push(trial(
             &format!("{}_image_inspected", t.name()),

@@ -176,8 +176,35 @@ pub(crate) fn sample_spec(t: &str) -> FsSpec {
     }
 }
 
+/// (total, used) bytes from `fsck.fat -n -v`: `512 bytes per cluster` and
+/// `dev: 3 files, 5/202142 clusters`.
+pub fn fat_usage(text: &str) -> Option<(u64, u64)> {
+    let cluster: u64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_suffix(" bytes per cluster"))?
+        .trim()
+        .parse()
+        .ok()?;
+    let counts = text
+        .lines()
+        .rev()
+        .find_map(|l| l.trim_end().strip_suffix(" clusters"))?;
+    let (used, total) = counts.rsplit(' ').next()?.split_once('/')?;
+    Some((
+        total.parse::<u64>().ok()? * cluster,
+        used.parse::<u64>().ok()? * cluster,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fat_usage_reads_the_cluster_counts() {
+        let out = "fsck.fat 4.2 (2021-01-31)\nChecking we can access the last sector of the filesystem\n       512 bytes per cluster\n/dev/loop0p1: 3 files, 5/201616 clusters\n";
+        assert_eq!(fat_usage(out), Some((201616 * 512, 5 * 512)));
+        assert_eq!(fat_usage("nothing"), None);
+    }
+
     use super::*;
     use sample_spec as spec;
 

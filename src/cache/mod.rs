@@ -295,6 +295,8 @@ fn download(url: &str, dest: &Path, size: u64) -> anyhow::Result<(String, u64)> 
         inner: &mut out,
         hash: Sha256::new(),
         n: 0,
+        what: url,
+        unreported: 0,
     };
     if let Some(p) = url.strip_prefix("file://") {
         let f = File::open(p).with_context(|| format!("opening {p}"))?;
@@ -309,6 +311,7 @@ fn download(url: &str, dest: &Path, size: u64) -> anyhow::Result<(String, u64)> 
         let body = resp.into_body().into_reader();
         std::io::copy(&mut body.take(cap), &mut tee)?;
     }
+    tee.report();
     let (hash, n) = (crate::digest::hex(&tee.hash.finalize()), tee.n);
     out.sync_all()?;
     Ok((hash, n))
@@ -318,6 +321,20 @@ struct HashingWriter<'a> {
     inner: &'a mut File,
     hash: Sha256,
     n: u64,
+    /// For the log's download events (the status line's rate).
+    what: &'a str,
+    unreported: u64,
+}
+
+impl HashingWriter<'_> {
+    fn report(&mut self) {
+        if self.unreported > 0 {
+            crate::log::event(crate::log::Event::Download {
+                what: self.what.to_string(),
+                bytes: std::mem::take(&mut self.unreported),
+            });
+        }
+    }
 }
 
 impl Write for HashingWriter<'_> {
@@ -325,6 +342,10 @@ impl Write for HashingWriter<'_> {
         let k = self.inner.write(buf)?;
         self.hash.update(&buf[..k]);
         self.n += k as u64;
+        self.unreported += k as u64;
+        if self.unreported >= 1 << 20 {
+            self.report();
+        }
         Ok(k)
     }
     fn flush(&mut self) -> std::io::Result<()> {

@@ -157,6 +157,18 @@ pub struct Cli {
     /// Write the build log to FILE as well.
     #[arg(long, value_name = "FILE", help_heading = "Build")]
     pub logfile: Option<PathBuf>,
+    /// Write the build report (one HTML file: timeline, disk, contents,
+    /// inputs) to FILE; the default is `<output>.report.html`, also for a
+    /// failed build.
+    #[arg(long, value_name = "FILE", help_heading = "Build")]
+    pub report: Option<PathBuf>,
+    /// Write no build report.
+    #[arg(long, help_heading = "Build", conflicts_with = "report")]
+    pub no_report: bool,
+    /// How the log reaches stderr: text lines (with a live status line on a
+    /// terminal) or one JSON object per event.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = crate::log::Format::Text, help_heading = "Build")]
+    pub log_format: crate::log::Format,
     /// Keep the build directory (and its mounts undone) after a failure, for debugging.
     #[arg(long, help_heading = "Build")]
     pub keep_on_failure: bool,

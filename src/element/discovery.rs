@@ -22,6 +22,8 @@ pub struct Element {
 #[derive(Clone, Debug, Default)]
 pub struct ElementSet {
     pub elements: BTreeMap<String, Element>,
+    /// Element name → the directories of later search paths it shadows.
+    pub overridden: BTreeMap<String, Vec<PathBuf>>,
 }
 
 impl ElementSet {
@@ -68,6 +70,7 @@ pub fn discover(dirs: &[PathBuf]) -> Result<ElementSet, ElementError> {
                     winner.path.display(),
                     path.display()
                 ));
+                set.overridden.entry(name).or_default().push(path);
                 continue;
             }
             let element = read_element(&name, &path)?;

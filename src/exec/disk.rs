@@ -39,6 +39,8 @@ pub struct Disk {
     /// Label, UUID and type of each mkfs node.
     pub facts: BTreeMap<String, FsFacts>,
     pub size: u64,
+    /// Where each partition is, in table order.
+    pub extents: Vec<partition::PartitionExtent>,
 }
 
 /// The tree's size, from its content alone: each regular file rounded up to
@@ -160,6 +162,7 @@ pub fn create(
         devices,
         facts,
         size,
+        extents,
     })
 }
 
@@ -314,20 +317,22 @@ pub fn fill(
             opts: split_opts(fsys.opts.as_deref()),
         };
         let content = parts.get(name).map(PathBuf::as_path);
-        log::step(&format!(
+        let task = format!(
             "making {} filesystem {name} on {}",
             spec.fstype,
             dev.display()
-        ));
-        fill::make_and_fill(
-            &dev,
-            &spec,
-            content,
-            mkfs::default_mode(&spec.fstype),
-            repro,
-            journal,
-            build,
-        )?;
+        );
+        log::task("filesystem", &task, || {
+            fill::make_and_fill(
+                &dev,
+                &spec,
+                content,
+                mkfs::default_mode(&spec.fstype),
+                repro,
+                journal,
+                build,
+            )
+        })?;
     }
     Ok(())
 }
@@ -483,6 +488,76 @@ fn kernel_can_mount(fstype: &str) -> bool {
                 .any(|l| l.split_whitespace().last() == Some(fstype))
         })
         .unwrap_or(false)
+}
+
+/// (total, used) bytes of each filesystem the kernel can mount, measured on
+/// a read-only mount that replays no journal (the filesystem stays as made).
+/// For the report: a filesystem that cannot be measured is left out.
+pub fn usage(
+    graph: &Graph,
+    disk: &Disk,
+    build: &Path,
+    journal: &mut Journal,
+) -> BTreeMap<String, (u64, u64)> {
+    let mut out = BTreeMap::new();
+    let mnt = build.join("measure");
+    for (name, fsys) in graph.filesystems() {
+        let measured = match fsys.fstype.as_str() {
+            "swap" => continue,
+            // Kernels without vfat are common (this one); fsck.fat reads
+            // the allocation without a mount.
+            "vfat" => measure_fat(graph, disk, name, journal),
+            t if kernel_can_mount(t) => measure(graph, disk, name, &mnt, journal),
+            _ => continue,
+        };
+        match measured {
+            Ok(u) => {
+                out.insert(name.to_string(), u);
+            }
+            Err(e) => log::debug(&format!("build report: not measuring {name}: {e:#}")),
+        }
+    }
+    let _ = fs::remove_dir(&mnt);
+    out
+}
+
+fn measure_fat(
+    graph: &Graph,
+    disk: &Disk,
+    name: &str,
+    journal: &mut Journal,
+) -> anyhow::Result<(u64, u64)> {
+    let dev = device_of(graph, disk, name)?;
+    let text = journal.read(
+        Cmd::new("reading the FAT allocation", "fsck.fat")
+            .args(["-n", "-v"])
+            .arg(&dev),
+    )?;
+    mkfs::fat_usage(&text).context("fsck.fat printed no cluster counts")
+}
+
+fn measure(
+    graph: &Graph,
+    disk: &Disk,
+    name: &str,
+    mnt: &Path,
+    journal: &mut Journal,
+) -> anyhow::Result<(u64, u64)> {
+    let dev = device_of(graph, disk, name)?;
+    fs::create_dir_all(mnt)?;
+    let entry = journal.mount(
+        &mount::Source::DeviceReadOnly {
+            dev: &dev,
+            fstype: &disk.facts[name].fstype,
+        },
+        mnt,
+    )?;
+    let st = nix::sys::statvfs::statvfs(mnt);
+    journal.undo_until(&entry)?;
+    let st = st?;
+    let block = st.fragment_size() as u64;
+    let total = st.blocks() as u64 * block;
+    Ok((total, total - st.blocks_free() as u64 * block))
 }
 
 /// Detaches the loop device (everything is written) before conversion.

@@ -18,6 +18,7 @@ use crate::hooks::{BuildDirs, PhaseRunner, Place};
 use crate::host::{Entry, Host, Journal};
 use crate::log;
 use crate::output::{self, OutputLock, Pending, WriteContext, manifest};
+use crate::report::collect::{self as report, Facts};
 
 /// Where the output locks live, below the build root.
 const OUTPUT_LOCKS: &str = ".output-locks";
@@ -34,18 +35,44 @@ pub fn execute(plan: &Plan, host: Box<dyn Host>) -> anyhow::Result<()> {
     let _outputs = OutputLock::acquire(&root.join(OUTPUT_LOCKS), &plan.image_name)?;
     builddir::cleanup_stale(root);
     let dir = BuildDir::create(root, &plan.short_name())?;
-    let outcome = build_in(plan, host, &dir).map_err(|e| explain_no_space(e, plan));
+    let mut facts = Facts::default();
+    let outcome = build_in(plan, host, &dir, &mut facts).map_err(|e| explain_no_space(e, plan));
     let keep = plan.settings.keep_on_failure || outcome.as_ref().is_err_and(is_teardown_failure);
     finish_build_dir(dir, &outcome, keep, &plan.settings.failed_log_dir)?;
     if outcome.is_ok() {
         log::step(&format!("done in {:.1} s", started.elapsed().as_secs_f64()));
     }
+    write_report(plan, facts, &outcome);
     outcome
+}
+
+/// The build report, for a failed build too; failing to write it fails
+/// nothing (the outputs are in place by now).
+fn write_report(plan: &Plan, facts: Facts, outcome: &anyhow::Result<()>) {
+    let Some(path) = &plan.report.clone() else {
+        return;
+    };
+    let error = outcome.as_ref().err().map(super::render_error);
+    let report = crate::report::collect::report(plan, facts, error, &log::recorded());
+    match crate::report::write(path, &report) {
+        Ok(()) => log::event(log::Event::Report {
+            path: path.display().to_string(),
+        }),
+        Err(e) => log::warn(&format!(
+            "could not write the build report {}: {e:#}",
+            path.display()
+        )),
+    }
 }
 
 /// Everything inside the build directory: the log, the journal, the build
 /// itself and its teardown.
-fn build_in(plan: &Plan, host: Box<dyn Host>, dir: &BuildDir) -> anyhow::Result<()> {
+fn build_in(
+    plan: &Plan,
+    host: Box<dyn Host>,
+    dir: &BuildDir,
+    facts: &mut Facts,
+) -> anyhow::Result<()> {
     log::open_file(&dir.log_path())
         .with_context(|| format!("opening the build log {}", dir.log_path().display()))?;
     if let Some(f) = &plan.settings.logfile {
@@ -76,6 +103,7 @@ fn build_in(plan: &Plan, host: Box<dyn Host>, dir: &BuildDir) -> anyhow::Result<
         packages: Vec::new(),
         cache,
         chroot: None,
+        facts,
     };
     let result = build.run();
     let cache = build.cache.take();
@@ -138,6 +166,8 @@ struct Build<'a, 'r> {
     /// The chroot's first journal entry while it is up (a seal takes the
     /// chroot down and up, and replaces it).
     chroot: Option<Entry>,
+    /// What the report will show of the disk, the tree and the outputs.
+    facts: &'r mut Facts,
 }
 
 impl Build<'_, '_> {
@@ -152,7 +182,12 @@ impl Build<'_, '_> {
         for (k, v) in self.lock.before_root(&self.dirs.build)? {
             self.runner.set_env(&k, v);
         }
-        let start = self.start_cache()?;
+        let start = match self.cache.is_some() {
+            true => log::task("phase-cache", "looking up the phase cache", || {
+                self.start_cache()
+            })?,
+            false => Start::Cold,
+        };
         if let (Start::Outputs(out), Some(c)) = (&start, &self.cache) {
             let pending = c.load_outputs(out, self.plan, self.journal)?;
             self.packages = out.packages.clone();
@@ -173,6 +208,13 @@ impl Build<'_, '_> {
             FinaliseOn::Tree => self.finalise_on_tree(d, &disk)?,
             FinaliseOn::Mounted => self.finalise_on_mounted(d, &disk)?,
         };
+        let usage = disk::usage(&d.graph, &disk, &self.dirs.build, self.journal);
+        self.facts.disk = Some(report::disk_picture(
+            &d.graph,
+            disk.size,
+            &disk.extents,
+            &usage,
+        ));
         disk::detach(&disk, self.journal)?;
         pending.extend(self.disk_outputs(&disk)?);
         self.commit(pending, true)
@@ -219,9 +261,32 @@ impl Build<'_, '_> {
                 log::warn(&format!("phase cache: could not keep the outputs: {e:#}"));
             }
         }
-        let manifests = write_manifests(self.journal, self.plan, &self.packages, &pending)?;
+        let (manifests, hashed) =
+            write_manifests(self.journal, self.plan, &self.packages, &pending)?;
         pending.extend(manifests);
-        commit_outputs(pending, self.plan.settings.checksum)
+        let done = commit_outputs(pending, self.plan.settings.checksum)?;
+        for path in done {
+            let kind =
+                crate::plan::kind_at(&self.plan.outputs, &path).map_or("metadata", |k| k.name());
+            let sha = hashed
+                .iter()
+                .find(|h| {
+                    path.file_name()
+                        .is_some_and(|n| n.to_string_lossy() == h.file)
+                })
+                .map(|h| h.sha256.clone())
+                .or_else(|| crate::digest::sha256_of(&path).ok())
+                .unwrap_or_default();
+            let file = report::output_file(&path, kind, sha);
+            log::event(log::Event::OutputWritten {
+                path: file.path.clone(),
+                kind: file.kind.clone(),
+                bytes: file.bytes,
+                sha256: file.sha256.clone(),
+            });
+            self.facts.outputs.push(file);
+        }
+        Ok(())
     }
 
     /// The default: finalise on the staging tree, then build each filesystem
@@ -336,7 +401,11 @@ impl Build<'_, '_> {
             return self.runner.run_phase(self.journal, phase);
         };
         let skip = match start.done_in(phase) {
-            Done::All => return Ok(()),
+            Done::All => {
+                let hooks = crate::hooks::list_hooks(&self.dirs.hooks, phase);
+                self.runner.report_restored(phase, &hooks);
+                return Ok(());
+            }
             Done::Some(n) => n,
             Done::None => {
                 c.phase_started(phase);
@@ -373,13 +442,15 @@ impl Build<'_, '_> {
             .run_phase(self.journal, Phase::BlockDevice.name())?;
         refuse_legacy_block_device(&self.runner.block_device_output)?;
         let size = disk::image_size(d, &self.dirs.target)?;
-        let made = disk::create(
-            &d.graph,
-            size,
-            &self.dirs.build,
-            self.journal,
-            self.plan.settings.seed(),
-        )?;
+        let made = log::task("disk", "partitioning the disk", || {
+            disk::create(
+                &d.graph,
+                size,
+                &self.dirs.build,
+                self.journal,
+                self.plan.settings.seed(),
+            )
+        })?;
         for (k, v) in disk::block_device_env(self.journal, &d.graph, &made)? {
             self.runner.set_env(k, v);
         }
@@ -406,6 +477,12 @@ impl Build<'_, '_> {
     /// The outputs made from the tree, written under temporary names.
     fn tree_outputs(&mut self, tree: &Path) -> anyhow::Result<Vec<Pending>> {
         check_no_leftovers(tree)?;
+        match report::contents(tree) {
+            Ok(c) => self.facts.contents = Some(c),
+            Err(e) => log::warn(&format!(
+                "build report: could not list the tree's contents: {e:#}"
+            )),
+        }
         let ctx = write_context(self.plan, &self.dirs.build);
         let mut done = Vec::new();
         for o in self
@@ -414,9 +491,12 @@ impl Build<'_, '_> {
             .iter()
             .filter(|o| o.kind.source() == Source::Tree)
         {
-            log::step(&format!("writing {} output {}", o.kind, o.path.display()));
             let pending = Pending::recorded(self.journal, &o.path)?;
-            output::write_from_tree(self.journal.host(), o.kind, tree, &pending.tmp, &ctx)?;
+            let task = format!("writing {} output {}", o.kind, o.path.display());
+            let host = self.journal.host();
+            log::task("output", &task, || {
+                output::write_from_tree(host, o.kind, tree, &pending.tmp, &ctx)
+            })?;
             done.push(pending);
         }
         Ok(done)
@@ -435,9 +515,12 @@ impl Build<'_, '_> {
         outs.sort_by_key(|o| o.kind == crate::plan::OutputKind::Raw);
         let mut done = Vec::new();
         for o in outs {
-            log::step(&format!("writing {} output {}", o.kind, o.path.display()));
             let pending = Pending::recorded(self.journal, &o.path)?;
-            output::write_from_disk(self.journal.host(), o.kind, &disk.raw, &pending.tmp, &ctx)?;
+            let task = format!("writing {} output {}", o.kind, o.path.display());
+            let host = self.journal.host();
+            log::task("output", &task, || {
+                output::write_from_disk(host, o.kind, &disk.raw, &pending.tmp, &ctx)
+            })?;
             done.push(pending);
         }
         Ok(done)
@@ -510,7 +593,7 @@ fn write_manifests(
     plan: &Plan,
     packages: &[manifest::Package],
     outputs: &[Pending],
-) -> anyhow::Result<Vec<Pending>> {
+) -> anyhow::Result<(Vec<Pending>, Vec<manifest::OutputFile>)> {
     let mut files = Vec::new();
     for p in outputs {
         let kind = crate::plan::kind_at(&plan.outputs, &p.final_path).map_or("?", |k| k.name());
@@ -538,18 +621,21 @@ fn write_manifests(
         std::fs::write(&p.tmp, text).with_context(|| format!("writing {}", p.tmp.display()))?;
         pending.push(p);
     }
-    Ok(pending)
+    Ok((pending, files))
 }
 
 /// Renames every finished output into place and writes checksums.
-fn commit_outputs(pending: Vec<Pending>, checksum: bool) -> anyhow::Result<()> {
-    for done in output::commit_all(pending)? {
-        if checksum {
-            output::write_checksums(&done)?;
+fn commit_outputs(
+    pending: Vec<Pending>,
+    checksum: bool,
+) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let done = output::commit_all(pending)?;
+    if checksum {
+        for file in &done {
+            output::write_checksums(file)?;
         }
-        log::step(&format!("wrote {}", done.display()));
     }
-    Ok(())
+    Ok(done)
 }
 
 /// root.d must have produced a tree; say which elements could have.
@@ -610,18 +696,21 @@ fn finish_build_dir(
     keep: bool,
     log_dir: &Path,
 ) -> anyhow::Result<()> {
-    log::close_file();
+    log::close_files();
     if outcome.is_err() && keep {
-        eprintln!(
+        log::step(&format!(
             "keeping the build directory {} (--keep-on-failure, or teardown failed: run dib-create --cleanup DIR)",
             dir.path.display()
-        );
+        ));
         return Ok(());
     }
     if outcome.is_err() {
         match keep_failed_log(&dir.log_path(), log_dir, &dir.path) {
-            Ok(kept) => eprintln!("the full build log is in {}", kept.display()),
-            Err(e) => eprintln!("could not keep the build log in {}: {e}", log_dir.display()),
+            Ok(kept) => log::step(&format!("the full build log is in {}", kept.display())),
+            Err(e) => log::warn(&format!(
+                "could not keep the build log in {}: {e}",
+                log_dir.display()
+            )),
         }
     }
     dir.remove()

@@ -49,11 +49,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some([old, new]) = cli.lock_diff.as_deref() {
         return crate::lock::print_diff(old, new);
     }
+    crate::log::configure(cli.log_format, false);
+    if cli.trace > 0 {
+        // -x traces hooks; the command lines dib-create runs come with it.
+        crate::log::set_verbosity(2);
+    }
     reject_unimplemented(&cli)?;
     let plan = plan::build(&cli)?;
     if cli.dry_run {
         return print_plan(&plan, cli.format);
     }
+    // Only a build has a status to show.
+    crate::log::configure(cli.log_format, crate::log::stderr_wants_status_line());
     prepare_process(&plan)?;
     execute::execute(&plan, Box::new(crate::host::RealHost))?;
     match &plan.boot {

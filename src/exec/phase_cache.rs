@@ -502,6 +502,21 @@ impl PhaseCache {
         chroot: &mut Option<Entry>,
         at: (&str, usize, &str),
     ) -> anyhow::Result<()> {
+        let task = match at.2 {
+            "" => format!("sealing the tree after {}", at.0),
+            hook => format!("sealing the tree after {}/{hook}", at.0),
+        };
+        log::task("phase-cache", &task, || {
+            self.seal_layer(journal, chroot, at)
+        })
+    }
+
+    fn seal_layer(
+        &mut self,
+        journal: &mut Journal,
+        chroot: &mut Option<Entry>,
+        at: (&str, usize, &str),
+    ) -> anyhow::Result<()> {
         let started = Instant::now();
         let archive = self.archive_state();
         let upper = self.build.join("upper");

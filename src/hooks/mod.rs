@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::element::envd;
 use crate::element::hooks as element_hooks;
 use crate::host::{Cmd, Journal};
-use crate::log;
+use crate::log::{self, Event};
 use crate::plan::Plan;
 use crate::rootfs::chroot::IN_TARGET;
 
@@ -143,18 +143,52 @@ impl<'a> PhaseRunner<'a> {
             log::info(&format!("phase {phase}: no hooks"));
             return Ok(());
         }
+        self.report_restored(phase, &hooks[..skip.min(hooks.len())]);
         if skip >= hooks.len() {
             return Ok(());
         }
-        match skip {
-            0 => log::step(&format!("running {phase} ({} hooks)", hooks.len())),
-            n => log::step(&format!(
-                "running {phase} from hook {} of {} ({})",
-                n + 1,
-                hooks.len(),
-                hooks[n]
-            )),
+        log::event(Event::PhaseStart {
+            phase: phase.into(),
+            hooks: hooks.len(),
+            from: skip,
+        });
+        let phase_started = std::time::Instant::now();
+        let result = self.run_hooks(journal, phase, &hooks, skip, obs);
+        log::event(Event::PhaseEnd {
+            phase: phase.into(),
+            seconds: phase_started.elapsed().as_secs_f64(),
+            ok: result.is_ok(),
+        });
+        result?;
+        maybe_break(
+            &self.plan.settings,
+            &format!("after-{}", phase.trim_end_matches(".d")),
+            self.shell_cmd(phase),
+        );
+        Ok(())
+    }
+
+    /// Tells the log (and so the report) which hooks of `phase` the phase
+    /// cache restored instead of running.
+    pub fn report_restored(&self, phase: &str, hooks: &[String]) {
+        for hook in hooks {
+            log::event(Event::Restored {
+                phase: phase.into(),
+                element: self.element_of(phase, hook),
+                hook: hook.clone(),
+            });
         }
+    }
+
+    /// Every hook of `phase` from `skip` on, telling `obs` about each.
+    fn run_hooks(
+        &mut self,
+        journal: &mut Journal,
+        phase: &str,
+        hooks: &[String],
+        skip: usize,
+        obs: &mut dyn HookObserver,
+    ) -> anyhow::Result<()> {
         let place = place_of(phase);
         let env = self.phase_env(journal, place)?;
         for (i, hook) in hooks.iter().enumerate().skip(skip) {
@@ -176,11 +210,6 @@ impl<'a> PhaseRunner<'a> {
                 },
             )?;
         }
-        maybe_break(
-            &self.plan.settings,
-            &format!("after-{}", phase.trim_end_matches(".d")),
-            self.shell_cmd(phase),
-        );
         Ok(())
     }
 
@@ -224,7 +253,11 @@ impl<'a> PhaseRunner<'a> {
             Place::Chroot => PathBuf::from(format!("{IN_TARGET}/{phase}/{script}")),
             Place::Outside => self.dirs.hooks.join(phase).join(&script),
         };
-        log::step(&format!("{phase}/{script} ({element})"));
+        log::event(Event::HookStart {
+            phase: phase.into(),
+            element: element.clone(),
+            hook: script.clone(),
+        });
         let mut cmd = Cmd::new(format!("{phase}/{script}"), &prog)
             .env_clear()
             .envs(env)
@@ -248,6 +281,18 @@ impl<'a> PhaseRunner<'a> {
             self.block_device_output
                 .push_str(&String::from_utf8_lossy(&out.stdout));
         }
+        log::event(Event::HookEnd {
+            phase: phase.into(),
+            element: element.clone(),
+            hook: script.clone(),
+            exit_code: match &result {
+                Ok(_) => Some(0),
+                Err(crate::host::CmdError::Failed { code, .. }) => *code,
+                Err(_) => None,
+            },
+            seconds: elapsed.as_secs_f64(),
+            ok: result.is_ok(),
+        });
         self.timings.push(Timing {
             phase: phase.into(),
             element: element.clone(),
@@ -404,7 +449,7 @@ fn maybe_break(settings: &crate::plan::Settings, point: &str, shell: Cmd) {
     log::step(&format!(
         "break={point}: starting a shell; exit it to continue"
     ));
-    if let Err(e) = shell.run_interactive() {
+    if let Err(e) = log::suspend(|| shell.run_interactive()) {
         log::warn(&format!("debug shell: {e}"));
     }
 }

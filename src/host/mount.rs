@@ -25,6 +25,9 @@ pub enum Source<'a> {
         fstype: &'a str,
         data: &'a str,
     },
+    /// A block device mounted to be looked at only: read-only, and with no
+    /// journal replay, so that the filesystem stays byte for byte as made.
+    DeviceReadOnly { dev: &'a Path, fstype: &'a str },
 }
 
 /// Mounts `src` at `target`.
@@ -82,8 +85,24 @@ pub fn mount(src: &Source, target: &Path) -> anyhow::Result<()> {
             MsFlags::empty(),
             opt(data),
         ),
+        Source::DeviceReadOnly { dev, fstype } => nix::mount::mount(
+            Some(*dev),
+            target,
+            Some(*fstype),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            no_replay_option(fstype),
+        ),
     };
     r.with_context(|| format!("mounting {src:?} on {}", target.display()))
+}
+
+/// The option that keeps a read-only mount from replaying a journal.
+fn no_replay_option(fstype: &str) -> Option<&'static str> {
+    match fstype {
+        t if t.starts_with("ext3") || t.starts_with("ext4") => Some("noload"),
+        "xfs" => Some("norecovery"),
+        _ => None,
+    }
 }
 
 fn opt(s: &str) -> Option<&str> {

@@ -74,7 +74,7 @@ impl Qemu {
             .map(shell_quote)
             .collect::<Vec<_>>()
             .join(" ");
-        log::debug(&format!("+ {line}"));
+        log::command(&line);
         let mut cmd = Command::new(program);
         cmd.args(args).stdin(Stdio::piped());
         let (reader, writer) = std::io::pipe()?;

@@ -346,7 +346,7 @@ impl Cmd {
     }
 
     fn execute(self, mode: OutMode) -> Result<Output, CmdError> {
-        log::debug(&format!("+ {}", self.cmdline()));
+        log::command(&self.cmdline());
         if interrupt::requested() && !self.teardown {
             return Err(CmdError::Interrupted { what: self.what });
         }

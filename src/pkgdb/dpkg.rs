@@ -17,6 +17,32 @@ pub fn installed(root: &Path) -> anyhow::Result<Installed> {
     Ok(parse_status(&text))
 }
 
+/// The installed packages of `root` with their Installed-Size (dpkg records
+/// KiB).
+pub fn installed_sizes(root: &Path) -> anyhow::Result<Vec<(String, String, u64)>> {
+    let p = root.join("var/lib/dpkg/status");
+    let text =
+        std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?;
+    Ok(parse_sizes(&text))
+}
+
+fn parse_sizes(text: &str) -> Vec<(String, String, u64)> {
+    let mut out = Vec::new();
+    deb822::scan(
+        text,
+        ["Package", "Status", "Version", "Installed-Size"],
+        |v| {
+            if let [Some(name), Some(status), Some(version), size] = *v
+                && status.ends_with(" installed")
+            {
+                let kib = size.and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
+                out.push((name.to_string(), version.to_string(), kib * 1024));
+            }
+        },
+    );
+    out
+}
+
 pub fn parse_status(text: &str) -> Installed {
     let mut out = Installed::new();
     deb822::scan(
@@ -264,6 +290,20 @@ pub fn host_versions(root: &Path, names: &[&str]) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_come_from_installed_size_in_kib() {
+        let s = "Package: a\nStatus: install ok installed\nVersion: 1\nInstalled-Size: 12\n\n\
+                 Package: b\nStatus: deinstall ok config-files\nVersion: 2\nInstalled-Size: 5\n\n\
+                 Package: c\nStatus: install ok installed\nVersion: 3\n";
+        assert_eq!(
+            parse_sizes(s),
+            [
+                ("a".into(), "1".into(), 12 * 1024),
+                ("c".into(), "3".into(), 0)
+            ]
+        );
+    }
 
     #[test]
     fn status_keeps_installed_only() {

@@ -39,6 +39,9 @@ pub trait PackageDb {
     fn manages(&self, root: &Path) -> bool;
     /// The installed packages, sorted by name, with their archive hashes.
     fn installed(&self, root: &Path) -> anyhow::Result<Vec<Package>>;
+    /// The installed packages as (name, version, installed bytes), as the
+    /// database records their size.
+    fn sizes(&self, root: &Path) -> anyhow::Result<Vec<(String, String, u64)>>;
     /// The sources the tree installs from.
     fn sources(&self, root: &Path) -> Vec<Source>;
     /// The file (relative to the root) that changes whenever the set of
@@ -83,6 +86,10 @@ impl PackageDb for Dpkg {
 
     fn installed(&self, root: &Path) -> anyhow::Result<Vec<Package>> {
         dpkg::packages_with_hashes(root)
+    }
+
+    fn sizes(&self, root: &Path) -> anyhow::Result<Vec<(String, String, u64)>> {
+        dpkg::installed_sizes(root)
     }
 
     fn sources(&self, root: &Path) -> Vec<Source> {

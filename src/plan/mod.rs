@@ -67,6 +67,15 @@ pub struct Plan {
     pub elements: Vec<String>,
     /// Element name → its directory.
     pub element_paths: BTreeMap<String, PathBuf>,
+    /// The elements named on the command line (the rest are dependencies).
+    pub requested_elements: Vec<String>,
+    /// Element name → directories holding an element of that name which the
+    /// chosen one shadows (later on ELEMENTS_PATH).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub element_overrides: BTreeMap<String, Vec<PathBuf>>,
+    /// Where the build report goes (`--report`, default beside the outputs);
+    /// none with `--no-report`.
+    pub report: Option<PathBuf>,
     /// Phase directory name ("install.d") → ordered hook script paths.
     pub hooks: BTreeMap<String, Vec<PathBuf>>,
     /// environment.d files in sourcing order.
@@ -165,6 +174,10 @@ pub fn build_with_env(cli: &Cli, caller: &BTreeMap<String, String>) -> Result<Pl
     if let Some(f) = &cli.logfile {
         validate::log_file(f)?;
     }
+    let report = report_path(cli);
+    if let Some(f) = &report {
+        validate::report_file(f)?;
+    }
     for p in cli.extra_packages() {
         validate::package_name(&p)?;
     }
@@ -230,9 +243,16 @@ pub fn build_with_env(cli: &Cli, caller: &BTreeMap<String, String>) -> Result<Pl
         validate::docker_target(&docker_target)?;
     }
     let boot = boot::plan(cli, &outputs, block_device.as_ref(), &elements, &arch)?;
+    let element_overrides = elements
+        .iter()
+        .filter_map(|n| Some((n.clone(), set.overridden.get(n)?.clone())))
+        .collect();
     Ok(Plan {
         boot,
         element_paths: element_list.into_iter().collect(),
+        requested_elements: cli.elements.clone(),
+        element_overrides,
+        report,
         elements,
         hooks,
         environment,
@@ -255,6 +275,18 @@ pub fn build_with_env(cli: &Cli, caller: &BTreeMap<String, String>) -> Result<Pl
         settings,
         per_build: PER_BUILD.iter().map(|s| s.to_string()).collect(),
     })
+}
+
+/// `--report FILE`, else `<output>.report.html`; none with `--no-report`.
+fn report_path(cli: &Cli) -> Option<PathBuf> {
+    if cli.no_report {
+        return None;
+    }
+    Some(
+        cli.report
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.report.html", cli.output))),
+    )
 }
 
 /// `-a` (or ARCH), else the host's, in dpkg naming; an unknown name is refused.

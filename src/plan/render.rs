@@ -42,6 +42,9 @@ pub fn render_text(plan: &Plan) -> String {
     for o in &plan.outputs {
         let _ = writeln!(s, "  {:<10} {}", o.kind, o.path.display());
     }
+    if let Some(r) = &plan.report {
+        let _ = writeln!(s, "  {:<10} {}", "report", r.display());
+    }
     let _ = writeln!(s, "\nhook environment (after environment.d):");
     for (k, v) in &plan.resolved_env {
         let _ = writeln!(s, "  {k}={}", v.replace('\n', "\\n"));

@@ -43,7 +43,16 @@ fn in_existing_dir(path: &Path) -> Result<(), String> {
 
 /// `--logfile FILE`: a file in a directory that exists.
 pub fn log_file(path: &Path) -> Result<(), UsageError> {
-    let bad = |why: &str| Err(UsageError(format!("--logfile {}: {why}", path.display())));
+    new_file("--logfile", path)
+}
+
+/// `--report FILE`: likewise.
+pub fn report_file(path: &Path) -> Result<(), UsageError> {
+    new_file("--report", path)
+}
+
+fn new_file(flag: &str, path: &Path) -> Result<(), UsageError> {
+    let bad = |why: &str| Err(UsageError(format!("{flag} {}: {why}", path.display())));
     if path.is_dir() {
         return bad("this is a directory; give a file name");
     }

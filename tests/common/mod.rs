@@ -3,6 +3,8 @@
 //! helpers to run the dib-create binary.
 #![allow(dead_code)]
 
+pub mod chromium;
+
 use libtest_mimic::{Failed, Trial};
 use std::path::{Path, PathBuf};
 use std::process::Command;
