@@ -150,6 +150,15 @@ fn restores_and_matches() -> Result<(), Failed> {
     expect(&edited.log, "running install.d")?;
     refuse(&edited.log, "running root.d")?;
     refuse(&edited.log, "running pre-install.d")?;
+    // The report draws the hooks that did not run as restored, the edited
+    // one as run.
+    let report = std::fs::read_to_string(s.path().join("img.report.html"))?;
+    let restored_bar =
+        "<rect class=\"bar restored\" data-phase=\"pre-install.d\" data-label=\"50-hook\"";
+    let run_bar = "<rect class=\"bar hook\" data-phase=\"install.d\" data-label=\"50-hook\"";
+    if !report.contains(restored_bar) || !report.contains(run_bar) {
+        return Err("the report does not show pre-install.d restored and install.d run".into());
+    }
     let marker = file_in_tar(&edited.tar, "./etc/marker")?;
     if marker != "v2\npre\n" {
         return Err(format!("the edited hook's result is missing: {marker:?}").into());
