@@ -459,6 +459,16 @@ const CASES: &[Case] = &[
         &["DIB_CREATE_PHASE_CACHE_KEEP_DAYS"],
     ),
     env(
+        "cache_key_env",
+        &[("DIB_CREATE_PHASE_CACHE_KEY_ENV", "some")],
+        &["DIB_CREATE_PHASE_CACHE_KEY_ENV=some", "all", "referenced"],
+    ),
+    env(
+        "cache_max_size",
+        &[("DIB_CREATE_PHASE_CACHE_MAX_SIZE", "lots")],
+        &["DIB_CREATE_PHASE_CACHE_MAX_SIZE=lots", "10G"],
+    ),
+    env(
         "cache_keep_outputs",
         &[("DIB_CREATE_PHASE_CACHE_KEEP_OUTPUTS", "two")],
         &["DIB_CREATE_PHASE_CACHE_KEEP_OUTPUTS"],

@@ -32,6 +32,11 @@ fn main() {
             &esp,
             second_partition_from_layers,
         ),
+        trial(
+            "keys_only_the_variables_the_build_reads",
+            &needs,
+            keys_only_what_is_read,
+        ),
     ];
     libtest_mimic::run(&args, tests).exit();
 }
@@ -185,6 +190,109 @@ fn restores_and_matches() -> Result<(), Failed> {
         return Err(format!("the damaged layer {} is still used", layer.display()).into());
     }
 
+    s.assert_nothing_left(&[])
+}
+
+/// A rebuild under another `-o` name, with `--checksum`, and with a changed
+/// variable that no file of the build names reuses everything (the outputs
+/// are the bytes a cold build makes); a changed variable a hook reads
+/// rebuilds; DIB_CREATE_PHASE_CACHE_KEY_ENV=all keys every variable.
+fn keys_only_what_is_read() -> Result<(), Failed> {
+    let s = Scratch::new("dib-create-phase-cache-env-");
+    s.element(
+        "env-test",
+        "install.d",
+        "echo \"${DIB_ENV_TEST_VALUE:-none}\" > /etc/env-test-value",
+    );
+    let run = |name: &str, env: &[(&str, &str)], extra: &[&str]| -> Result<Run, Failed> {
+        let out = s.path().join(name);
+        let mut c = s.command();
+        c.env("SOURCE_DATE_EPOCH", "1700000000")
+            .env("DIB_IMAGE_CACHE", s.path().join("cache"))
+            .envs(env.iter().copied())
+            .args(["-n", "--image-size", "0.2", "-t", "tar,raw"])
+            .args(extra)
+            .arg("-o")
+            .arg(&out)
+            .args(["fake-os", "block-device-mbr", "env-test"]);
+        let o = c.output().map_err(|e| format!("running dib-create: {e}"))?;
+        let log = String::from_utf8_lossy(&o.stderr).into_owned();
+        if !o.status.success() {
+            return Err(format!("build {name} failed:\n{}", common::tail(&log, 40)).into());
+        }
+        Ok(Run {
+            log,
+            tar: out.with_extension("tar"),
+            raw: out.with_extension("raw"),
+        })
+    };
+    let first = run(
+        "one",
+        &[("DIB_ENV_TEST_VALUE", "a"), ("DIB_ENV_TEST_UNUSED", "x")],
+        &[],
+    )?;
+    expect(&first.log, "running install.d")?;
+
+    let renamed = run(
+        "two",
+        &[("DIB_ENV_TEST_VALUE", "a"), ("DIB_ENV_TEST_UNUSED", "y")],
+        &["--checksum"],
+    )?;
+    expect(
+        &renamed.log,
+        "reused the outputs of an identical earlier build",
+    )?;
+    refuse(&renamed.log, "running root.d")?;
+    // The same bytes as a cold build under that name (the cache off, to
+    // have a build that cannot reuse anything).
+    let cold = {
+        let mut c = s.command();
+        c.env("SOURCE_DATE_EPOCH", "1700000000")
+            .env("DIB_ENV_TEST_VALUE", "a")
+            .env("DIB_CREATE_PHASE_CACHE", "0")
+            .args(["-n", "--image-size", "0.2", "-t", "tar,raw", "-o"])
+            .arg(s.path().join("cold/two"))
+            .args(["fake-os", "block-device-mbr", "env-test"]);
+        std::fs::create_dir_all(s.path().join("cold"))?;
+        run_ok(c)?;
+        s.path().join("cold/two")
+    };
+    same(&renamed.tar, &cold.with_extension("tar"))?;
+    same(&renamed.raw, &cold.with_extension("raw"))?;
+    if !s.path().join("two.raw.sha256").exists() {
+        return Err("--checksum wrote no checksum for the reused outputs".into());
+    }
+
+    let changed = run("two", &[("DIB_ENV_TEST_VALUE", "b")], &[])?;
+    expect(&changed.log, "env DIB_ENV_TEST_VALUE")?;
+    expect(&changed.log, "running install.d")?;
+    let value = file_in_tar(&changed.tar, "./etc/env-test-value")?;
+    if value.trim() != "b" {
+        return Err(format!("the hook saw {value:?}, not the new value").into());
+    }
+
+    let all = run(
+        "two",
+        &[
+            ("DIB_ENV_TEST_VALUE", "b"),
+            ("DIB_ENV_TEST_UNUSED", "z"),
+            ("DIB_CREATE_PHASE_CACHE_KEY_ENV", "all"),
+        ],
+        &[],
+    )?;
+    expect(&all.log, "no snapshot to restore")?;
+
+    // `--cache-prune` with a cap of nothing empties the cache.
+    let mut prune = s.command();
+    prune
+        .env("DIB_IMAGE_CACHE", s.path().join("cache"))
+        .env("DIB_CREATE_PHASE_CACHE_MAX_SIZE", "0")
+        .arg("--cache-prune");
+    let said = run_ok(prune)?;
+    let snaps = std::fs::read_dir(s.path().join("cache/phase-cache/snap"))?.count();
+    if !said.contains("phase cache: swept") || snaps != 0 {
+        return Err(format!("--cache-prune said {said:?} and left {snaps} snapshots").into());
+    }
     s.assert_nothing_left(&[])
 }
 

@@ -43,6 +43,18 @@ pub const VOLATILE_ENV: &[&str] = &[
     "DIB_CREATE_LOCKFILE",
 ];
 
+/// Variables dib-create itself reads from the hook environment while it
+/// builds the tree (the archive checks of the bootstrap), keyed whether or
+/// not an element file names them.
+pub const READ_BY_DIB_CREATE: &[&str] = &[
+    "DIB_RELEASE",
+    "DIB_DISTRIBUTION_MIRROR",
+    "DIB_APT_KEYRING",
+    "DIB_DEBIAN_KEYRING",
+    "DISTRO_NAME",
+    "SOURCE_DATE_EPOCH",
+];
+
 /// The base key: a digest over every component, in name order.
 pub fn base_key(c: &Components) -> String {
     let mut fields: Vec<&str> = vec!["dib-create phase cache v1"];

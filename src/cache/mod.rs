@@ -17,6 +17,7 @@
 pub mod archive;
 pub mod keys;
 pub mod phase;
+pub mod refs;
 
 use anyhow::Context;
 use nix::fcntl::{Flock, FlockArg};

@@ -23,7 +23,7 @@
 use anyhow::Context;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -318,9 +318,8 @@ impl Store {
     }
 
     /// Drops the shared lock; then, if no other build uses the cache,
-    /// removes snapshots unused for `max_age` and all but the newest
-    /// `keep_outputs` output entries.
-    pub fn sweep(mut self, max_age: std::time::Duration, keep_outputs: usize) {
+    /// sweeps it (see [`Store::sweep_now`]).
+    pub fn sweep(mut self, policy: &Sweep) {
         let Some(shared) = self.lock.take() else {
             return;
         };
@@ -329,42 +328,204 @@ impl Store {
             log::debug("phase cache: another build uses the cache; not sweeping");
             return;
         };
-        let now = std::time::SystemTime::now();
-        let old = |d: &Path| {
-            let used = fs::metadata(d.join("used"))
-                .or_else(|_| fs::metadata(d))
-                .and_then(|m| m.modified())
-                .unwrap_or(now);
-            now.duration_since(used).unwrap_or_default() > max_age
-        };
-        let mut removed = 0;
-        for sub in ["snap", "out"] {
-            let mut entries: Vec<(std::time::SystemTime, PathBuf)> =
-                fs::read_dir(self.root.join(sub))
-                    .map(|rd| {
-                        rd.filter_map(Result::ok)
-                            .map(|e| {
-                                let p = e.path();
-                                let t = fs::metadata(p.join("used"))
-                                    .and_then(|m| m.modified())
-                                    .unwrap_or(std::time::UNIX_EPOCH);
-                                (t, p)
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-            entries.sort_by_key(|e| std::cmp::Reverse(e.0));
-            for (i, (_, p)) in entries.iter().enumerate() {
-                if old(p) || (sub == "out" && i >= keep_outputs) {
-                    self.remove(p);
-                    removed += 1;
-                }
-            }
-        }
-        if removed > 0 {
-            log::info(&format!("phase cache: swept {removed} unused entries"));
+        let swept = self.sweep_now(policy);
+        if swept.removed > 0 {
+            log::info(&swept.describe());
         }
     }
+
+    /// `--cache-prune`: sweeps the cache under `cache` now; refused while a
+    /// build uses it (its layers are mounted from there).
+    pub fn prune(cache: &Path, policy: &Sweep) -> anyhow::Result<Swept> {
+        let root = cache.join("phase-cache");
+        if !root.join("lock").exists() {
+            return Ok(Swept::default());
+        }
+        let _exclusive =
+            lock_file(&root.join("lock"), FlockArg::LockExclusiveNonblock).map_err(|_| {
+                anyhow::anyhow!(
+                    "a build is using the phase cache in {}; prune it when no build runs",
+                    root.display()
+                )
+            })?;
+        let store = Store { root, lock: None };
+        store.remove_dead_tmp();
+        Ok(store.sweep_now(policy))
+    }
+
+    /// Removes snapshots unused for longer than the policy keeps them, all
+    /// but the newest output entries, and then the least recently used
+    /// entries until the cache fits its size cap. A snapshot goes with the
+    /// snapshots stacked on it (they need its layer). Only with the cache
+    /// held exclusively: no build has a layer mounted.
+    fn sweep_now(&self, policy: &Sweep) -> Swept {
+        let mut entries = self.entries();
+        let before: u64 = entries.iter().map(|e| e.bytes).sum();
+        let now = std::time::SystemTime::now();
+        let mut doomed: HashSet<PathBuf> = HashSet::new();
+        let mut outputs_seen = 0;
+        for e in &entries {
+            let old = now.duration_since(e.used).unwrap_or_default() > policy.max_age;
+            let surplus = e.is_output && {
+                outputs_seen += 1;
+                outputs_seen > policy.keep_outputs
+            };
+            if old || surplus {
+                doomed.insert(e.dir.clone());
+            }
+        }
+        let mut size: u64 = entries
+            .iter()
+            .filter(|e| !doomed.contains(&e.dir))
+            .map(|e| e.bytes)
+            .sum();
+        // Least recently used first; of equals, the most stacked first.
+        for e in entries.iter().rev() {
+            if size <= policy.max_bytes {
+                break;
+            }
+            if doomed.insert(e.dir.clone()) {
+                size = size.saturating_sub(e.bytes);
+            }
+        }
+        cascade(&mut doomed, &entries);
+        entries.retain(|e| doomed.contains(&e.dir));
+        for e in &entries {
+            self.remove(&e.dir);
+        }
+        let freed: u64 = entries.iter().map(|e| e.bytes).sum();
+        Swept {
+            removed: entries.len(),
+            bytes_before: before,
+            bytes_after: before - freed,
+        }
+    }
+
+    /// Every snapshot and output entry, most recently used first.
+    fn entries(&self) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for sub in ["snap", "out"] {
+            let Ok(rd) = fs::read_dir(self.root.join(sub)) else {
+                continue;
+            };
+            for dir in rd.filter_map(Result::ok).map(|e| e.path()) {
+                let used = fs::metadata(dir.join("used"))
+                    .or_else(|_| fs::metadata(&dir))
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                let layers = match sub {
+                    "snap" => read_json::<SnapMeta>(&dir.join("meta.json"))
+                        .map(|m| m.layers)
+                        .unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                out.push(Entry {
+                    bytes: disk_usage(&dir),
+                    is_output: sub == "out",
+                    used,
+                    layers,
+                    dir,
+                });
+            }
+        }
+        out.sort_by(|a, b| {
+            b.used
+                .cmp(&a.used)
+                .then_with(|| a.layers.len().cmp(&b.layers.len()))
+        });
+        out
+    }
+}
+
+/// What a sweep may keep.
+#[derive(Clone, Debug)]
+pub struct Sweep {
+    /// Snapshots and outputs unused for longer are removed.
+    pub max_age: std::time::Duration,
+    /// Output entries kept (the newest).
+    pub keep_outputs: usize,
+    /// The whole cache's size cap (bytes on disk).
+    pub max_bytes: u64,
+}
+
+/// What a sweep removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub removed: usize,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+impl Swept {
+    pub fn describe(&self) -> String {
+        format!(
+            "phase cache: swept {} entries: {} MiB before, {} MiB now",
+            self.removed,
+            self.bytes_before >> 20,
+            self.bytes_after >> 20
+        )
+    }
+}
+
+/// One snapshot or output entry of the store.
+struct Entry {
+    dir: PathBuf,
+    bytes: u64,
+    is_output: bool,
+    used: std::time::SystemTime,
+    /// The snapshot keys whose layers this one stacks on (itself included).
+    layers: Vec<String>,
+}
+
+/// Adds to `doomed` every snapshot stacked on a doomed one.
+fn cascade(doomed: &mut HashSet<PathBuf>, entries: &[Entry]) {
+    loop {
+        let gone: HashSet<String> = doomed
+            .iter()
+            .filter_map(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        let more: Vec<PathBuf> = entries
+            .iter()
+            .filter(|e| !doomed.contains(&e.dir))
+            .filter(|e| {
+                let own = e.dir.file_name().map(|n| n.to_string_lossy().into_owned());
+                e.layers
+                    .iter()
+                    .any(|l| Some(l) != own.as_ref() && gone.contains(l))
+            })
+            .map(|e| e.dir.clone())
+            .collect();
+        if more.is_empty() {
+            return;
+        }
+        doomed.extend(more);
+    }
+}
+
+/// Bytes a directory takes on disk (allocated blocks, each inode once).
+fn disk_usage(dir: &Path) -> u64 {
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.filter_map(Result::ok) {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if m.is_dir() {
+                todo.push(e.path());
+            }
+            if seen.insert((m.dev(), m.ino())) {
+                total += m.blocks() * 512;
+            }
+        }
+    }
+    total
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Option<T> {
+    serde_json::from_slice(&fs::read(p).ok()?).ok()
 }
 
 trait HasKey {
@@ -495,6 +656,92 @@ mod tests {
         }
     }
 
+    /// Publishes snapshot `key` stacked on `below`, with `bytes` of tree,
+    /// then waits a little so that the next one is used later.
+    fn snapshot_of(s: &Store, key: &str, below: &[&str], bytes: usize) {
+        let st = s.staging("snap").unwrap();
+        fs::create_dir_all(st.join("tree")).unwrap();
+        fs::write(st.join("tree/data"), vec![7u8; bytes]).unwrap();
+        let mut m = meta(key);
+        m.layers = below
+            .iter()
+            .map(|k| k.to_string())
+            .chain([key.to_string()])
+            .collect();
+        s.publish_snapshot(&st, &m).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    fn forever(max_bytes: u64) -> Sweep {
+        Sweep {
+            max_age: std::time::Duration::from_secs(3600),
+            keep_outputs: 2,
+            max_bytes,
+        }
+    }
+
+    #[test]
+    fn the_size_cap_removes_the_least_recently_used_and_what_stacks_on_it() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        snapshot_of(&s, "base", &[], 1 << 20);
+        snapshot_of(&s, "child", &["base"], 1 << 20);
+        snapshot_of(&s, "other", &[], 1 << 20);
+        // `other` is the newest; using `child` touches its layers too.
+        s.touch_snapshots(&["base".to_string(), "child".to_string()]);
+        let all = s.sweep_now(&forever(u64::MAX));
+        assert_eq!(all.removed, 0);
+        // Room for about two: `other` (least recently used now) goes.
+        let swept = s.sweep_now(&forever(all.bytes_before * 2 / 3 + 4096));
+        assert_eq!(swept.removed, 1, "{swept:?}");
+        assert!(s.snapshot("other").is_none());
+        assert!(s.snapshot("base").is_some() && s.snapshot("child").is_some());
+        // Room for one: `child` goes first (it stacks on `base`), but `base`
+        // must go as well to fit, and nothing may keep a missing layer.
+        let swept = s.sweep_now(&forever(1 << 19));
+        assert_eq!(swept.removed, 2, "{swept:?}");
+        assert!(s.snapshots().is_empty());
+    }
+
+    #[test]
+    fn a_removed_layer_takes_the_snapshots_on_it_along() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        snapshot_of(&s, "base", &[], 4096);
+        snapshot_of(&s, "child", &["base"], 4096);
+        // `base` alone is old; `child` is newer but needs it.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        let f = File::options()
+            .write(true)
+            .open(s.snap_dir("base").join("used"));
+        if let Ok(f) = f {
+            f.set_modified(old).unwrap();
+        } else {
+            File::create(s.snap_dir("base").join("used"))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        let swept = s.sweep_now(&forever(u64::MAX));
+        assert_eq!(swept.removed, 2, "{swept:?}");
+    }
+
+    #[test]
+    fn prune_is_refused_while_a_build_holds_the_cache() {
+        let d = tempfile::tempdir().unwrap();
+        let held = Store::open(d.path()).unwrap();
+        snapshot_of(&held, "a", &[], 4096);
+        let err = Store::prune(d.path(), &forever(0)).unwrap_err();
+        assert!(
+            format!("{err}").contains("a build is using the phase cache"),
+            "{err}"
+        );
+        drop(held);
+        let swept = Store::prune(d.path(), &forever(0)).unwrap();
+        assert_eq!(swept.removed, 1);
+        assert!(swept.bytes_after < swept.bytes_before);
+    }
+
     #[test]
     fn publish_is_atomic_and_first_writer_wins() {
         let d = tempfile::tempdir().unwrap();
@@ -569,7 +816,11 @@ mod tests {
             .unwrap();
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        s.sweep(std::time::Duration::from_secs(3600), 2);
+        s.sweep(&Sweep {
+            max_age: std::time::Duration::from_secs(3600),
+            keep_outputs: 2,
+            max_bytes: u64::MAX,
+        });
         let s = Store::open(d.path()).unwrap();
         assert!(s.outputs("a").is_none());
         assert!(s.outputs("b").is_some() && s.outputs("c").is_some());

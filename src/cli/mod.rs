@@ -176,6 +176,11 @@ pub struct Cli {
     /// phase cache (also DIB_CREATE_PHASE_CACHE=0; see docs/phase-cache.md).
     #[arg(long, help_heading = "Build")]
     pub no_phase_cache: bool,
+    /// Shrink the phase cache now: remove entries unused for
+    /// DIB_CREATE_PHASE_CACHE_KEEP_DAYS, surplus outputs, and the least
+    /// recently used entries past DIB_CREATE_PHASE_CACHE_MAX_SIZE; then exit.
+    #[arg(long, help_heading = "Build", conflicts_with = "elements")]
+    pub cache_prune: bool,
     /// Undo what a killed build left behind in its build directory, then exit.
     #[arg(
         long,

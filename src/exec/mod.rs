@@ -42,6 +42,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.list_elements {
         return list_elements();
     }
+    if cli.cache_prune {
+        return cache_prune(&cli);
+    }
     if let Some(dir) = &cli.cleanup {
         crate::host::interrupt::install()?;
         return cleanup(dir);
@@ -137,6 +140,16 @@ fn list_elements() -> anyhow::Result<()> {
     for name in set.elements.keys() {
         writeln!(out, "{name}")?;
     }
+    Ok(())
+}
+
+/// `--cache-prune`: sweeps the phase cache while no build uses it.
+fn cache_prune(cli: &Cli) -> anyhow::Result<()> {
+    let caller: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let (cache, settings) = plan::cache_settings(cli, &caller)?;
+    let swept = crate::cache::phase::Store::prune(&cache, &phase_cache::sweep_policy(&settings))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", swept.describe())?;
     Ok(())
 }
 

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use crate::cache::archive;
 use crate::cache::keys::{self, Components, Step};
 use crate::cache::phase::{self, ArchiveState, HookChange, OutFile, OutMeta, SnapMeta, Store};
+use crate::cache::refs::{self, References, Scope};
 use crate::hooks::{HookDone, HookObserver, list_hooks};
 use crate::host::Cmd;
 use crate::host::journal::{Entry, Journal};
@@ -35,7 +36,7 @@ use crate::log;
 use crate::output::Pending;
 use crate::phase::{Phase, Stage};
 use crate::pkgdb::Package;
-use crate::plan::Plan;
+use crate::plan::{OutputKind, Plan};
 use crate::rootfs::chroot;
 
 /// Host packages whose version can change the tree (bootstrap, foreign
@@ -120,6 +121,8 @@ pub struct PhaseCache {
     hooks: PathBuf,
     arch: String,
     locked: bool,
+    /// The hook environment before environment.d (the outputs' key reads it).
+    env: BTreeMap<String, String>,
     components: Components,
     key: String,
     trail: Vec<String>,
@@ -156,6 +159,7 @@ impl PhaseCache {
             hooks: dirs.hooks.clone(),
             arch: plan.arch.clone(),
             locked: plan.lock.locked().is_some(),
+            env: BTreeMap::new(),
             components: Components::new(),
             key: String::new(),
             trail: Vec::new(),
@@ -179,6 +183,7 @@ impl PhaseCache {
     pub fn start(&mut self, plan: &Plan, env: &BTreeMap<String, String>) -> anyhow::Result<Start> {
         let started = Instant::now();
         self.fresh = scan_hooks(&self.hooks)?;
+        self.env = env.clone();
         self.components = base_components(plan, env);
         let base = keys::base_key(&self.components);
         let extra = &plan.settings.extra_packages;
@@ -237,7 +242,8 @@ impl PhaseCache {
         // With the tree complete, the outputs may be cached too.
         let complete = chosen.as_ref().filter(|m| m.key == final_key);
         if let Some(m) = complete {
-            let okey = keys::output_key(&final_key, &output_components(plan, &self.hooks));
+            let okey =
+                keys::output_key(&final_key, &output_components(plan, &self.hooks, &self.env));
             if let Some(out) = self.usable_outputs(&okey, plan) {
                 self.store.touch_outputs(&okey);
                 self.store.touch_snapshots(&m.layers);
@@ -655,7 +661,7 @@ impl PhaseCache {
         let plan = self.plan.clone();
         self.output_key = Some(keys::output_key(
             &self.key,
-            &output_components(&plan, &self.hooks),
+            &output_components(&plan, &self.hooks, &self.env),
         ));
         Ok(())
     }
@@ -758,10 +764,17 @@ impl PhaseCache {
     /// Ends the build's use of the cache; sweeps old entries when no other
     /// build uses it.
     pub fn close(self) {
-        let settings = &self.plan.settings.phase_cache;
-        let (days, outputs) = (settings.keep_days, settings.keep_outputs);
         self.store
-            .sweep(Duration::from_secs(days * 24 * 3600), outputs as usize);
+            .sweep(&sweep_policy(&self.plan.settings.phase_cache));
+    }
+}
+
+/// What the cache keeps, from the settings.
+pub fn sweep_policy(s: &crate::plan::PhaseCacheSettings) -> phase::Sweep {
+    phase::Sweep {
+        max_age: Duration::from_secs(s.keep_days * 24 * 3600),
+        keep_outputs: s.keep_outputs as usize,
+        max_bytes: s.max_bytes,
     }
 }
 
@@ -856,13 +869,7 @@ fn copy_file(from: &Path, to: &Path) -> anyhow::Result<()> {
 /// them out of the image too (the manifests element skips them).
 fn base_components(plan: &Plan, env: &BTreeMap<String, String>) -> Components {
     let mut c = keys::element_components(&plan.elements, &plan.element_paths);
-    let reproducible = plan.settings.source_date_epoch.is_some();
-    let keyed: BTreeMap<String, String> = env
-        .iter()
-        .filter(|(k, _)| !(reproducible && plan.per_build.contains(k)))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    c.extend(keys::env_components(&keyed));
+    c.extend(keys::env_components(&keyed_env(plan, env, Scope::Tree)));
     c.insert("arch".into(), plan.arch.clone());
     c.insert("tool".into(), tool_digest(&plan.settings.data_dir));
     if let Some((path, _)) = plan.lock.locked() {
@@ -874,20 +881,58 @@ fn base_components(plan: &Plan, env: &BTreeMap<String, String>) -> Components {
     c
 }
 
+/// The hook environment a key covers: the variables before environment.d,
+/// with the values environment.d gave them (or the ones it added), of those
+/// a file of the build in `scope` can read (see `cache::refs`; all of them
+/// with DIB_CREATE_PHASE_CACHE_KEY_ENV=all). A reproducible build leaves the
+/// plan's per-build variables out: they name host paths, and such a build
+/// keeps them out of the image too (the manifests element skips them).
+fn keyed_env(
+    plan: &Plan,
+    env: &BTreeMap<String, String>,
+    scope: Scope,
+) -> BTreeMap<String, String> {
+    let refs = match plan.settings.phase_cache.key_all_env {
+        true => References::everything("DIB_CREATE_PHASE_CACHE_KEY_ENV=all"),
+        false => refs::of_build(
+            &plan.elements,
+            &plan.element_paths,
+            &plan.settings.data_dir,
+            scope,
+        ),
+    };
+    let reproducible = plan.settings.source_date_epoch.is_some();
+    let mut merged = env.clone();
+    merged.extend(plan.resolved_env.clone());
+    merged
+        .into_iter()
+        .filter(|(k, _)| refs.reads(k) || keys::READ_BY_DIB_CREATE.contains(&k.as_str()))
+        .filter(|(k, _)| !(reproducible && plan.per_build.contains(k)))
+        .collect()
+}
+
 /// What the outputs depend on beyond the tree: the output types and their
-/// options, the disk (its graph and size rules), the finalise mode, the late
-/// phases' hooks and the output tools' versions.
-fn output_components(plan: &Plan, hooks: &Path) -> Components {
-    let mut c = Components::new();
+/// options, the disk (its graph and size rules), the finalise mode, the
+/// variables the late phases can read, their hooks and the output tools'
+/// versions.
+fn output_components(plan: &Plan, hooks: &Path, env: &BTreeMap<String, String>) -> Components {
+    let mut c = keys::env_components(&keyed_env(plan, env, Scope::Whole));
     let mut kinds: Vec<&str> = plan.outputs.iter().map(|o| o.kind.name()).collect();
     kinds.sort();
     c.insert("types".into(), kinds.join(","));
+    let mut options = plan.output_options.clone();
+    if !plan
+        .outputs
+        .iter()
+        .any(|o| matches!(o.kind, OutputKind::Docker | OutputKind::Oci))
+    {
+        // The tag of a container output; without one, the -o name it
+        // defaults to changes nothing.
+        options.docker_target.clear();
+    }
     c.insert(
         "options".into(),
-        format!(
-            "{:?} finalise={:?}",
-            plan.output_options, plan.settings.finalise
-        ),
+        format!("{options:?} finalise={:?}", plan.settings.finalise),
     );
     c.insert(
         "block-device".into(),

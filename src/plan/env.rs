@@ -99,7 +99,7 @@ fn set_defaults(env: &mut BTreeMap<String, String>, cli: &Cli) {
 }
 
 /// `--image-cache` (or DIB_IMAGE_CACHE), else `~/.cache/image-create` as in DIB.
-fn image_cache(cli: &Cli, caller: &BTreeMap<String, String>) -> String {
+pub fn image_cache(cli: &Cli, caller: &BTreeMap<String, String>) -> String {
     if let Some(dir) = &cli.image_cache {
         return dir.display().to_string();
     }

@@ -277,6 +277,16 @@ pub fn build_with_env(cli: &Cli, caller: &BTreeMap<String, String>) -> Result<Pl
     })
 }
 
+/// `--cache-prune`: the cache directory and what its phase cache keeps.
+pub fn cache_settings(
+    cli: &Cli,
+    caller: &BTreeMap<String, String>,
+) -> Result<(PathBuf, PhaseCacheSettings), PlanError> {
+    let cache = PathBuf::from(env::image_cache(cli, caller));
+    let settings = Settings::read(cli, caller, cache.clone(), &crate::lock::Request::Off)?;
+    Ok((cache, settings.phase_cache))
+}
+
 /// `--report FILE`, else `<output>.report.html`; none with `--no-report`.
 fn report_path(cli: &Cli) -> Option<PathBuf> {
     if cli.no_report {

@@ -38,6 +38,12 @@ pub struct PhaseCacheSettings {
     pub keep_days: u64,
     /// Stored outputs kept per tree.
     pub keep_outputs: u64,
+    /// `DIB_CREATE_PHASE_CACHE_KEY_ENV=all`: key every hook variable, not
+    /// only those the build's files name.
+    pub key_all_env: bool,
+    /// `DIB_CREATE_PHASE_CACHE_MAX_SIZE`: the cap on the cache's size on
+    /// disk; least recently used entries go first.
+    pub max_bytes: u64,
 }
 
 /// Where SOURCE_DATE_EPOCH came from.
@@ -126,6 +132,11 @@ impl Settings {
                 max_unchecked_age_secs: number("DIB_CREATE_PHASE_CACHE_MAX_AGE", 24 * 3600)?,
                 keep_days: number("DIB_CREATE_PHASE_CACHE_KEEP_DAYS", 14)?,
                 keep_outputs: number("DIB_CREATE_PHASE_CACHE_KEEP_OUTPUTS", 2)?,
+                key_all_env: key_all_env(var("DIB_CREATE_PHASE_CACHE_KEY_ENV"))?,
+                max_bytes: var("DIB_CREATE_PHASE_CACHE_MAX_SIZE")
+                    .map_or(Ok(DEFAULT_CACHE_MAX_BYTES), |v| {
+                        bytes("DIB_CREATE_PHASE_CACHE_MAX_SIZE", v)
+                    })?,
             },
             finalise: finalise_on(var("DIB_CREATE_FINALISE"))?,
             native_tools: flag(var("DIB_CREATE_NATIVE_TOOLS"), "DIB_CREATE_NATIVE_TOOLS")?
@@ -208,6 +219,45 @@ fn check_break_points(points: &[String]) -> Result<(), UsageError> {
 }
 
 /// Why the phase cache is off for this build, if it is.
+/// The phase cache's default size cap: about six debian-minimal vm builds'
+/// layers and outputs.
+const DEFAULT_CACHE_MAX_BYTES: u64 = 10 << 30;
+
+/// A size such as `10G`, `512M` or `1073741824` (binary units; `GiB` too).
+fn bytes(key: &str, v: &str) -> Result<u64, UsageError> {
+    let t = v.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let shift = match t[digits..]
+        .trim()
+        .trim_end_matches("iB")
+        .trim_end_matches('B')
+    {
+        "" => Some(0),
+        "K" | "k" => Some(10),
+        "M" => Some(20),
+        "G" => Some(30),
+        "T" => Some(40),
+        _ => None,
+    };
+    match (t[..digits].parse::<u64>(), shift) {
+        (Ok(n), Some(s)) if n.checked_shl(s).is_some_and(|b| b >> s == n) => Ok(n << s),
+        _ => Err(UsageError(format!(
+            "{key}={v}: give a size such as 10G, 512M or a number of bytes"
+        ))),
+    }
+}
+
+/// `DIB_CREATE_PHASE_CACHE_KEY_ENV`: `all`, or `referenced` (the default).
+fn key_all_env(v: Option<&str>) -> Result<bool, UsageError> {
+    match v {
+        None | Some("" | "referenced") => Ok(false),
+        Some("all") => Ok(true),
+        Some(other) => Err(UsageError(format!(
+            "DIB_CREATE_PHASE_CACHE_KEY_ENV={other}: use `all` (key every hook variable) or `referenced` (the default: only those the build's files name)"
+        ))),
+    }
+}
+
 fn phase_cache_off(
     cli: &Cli,
     env: Option<&str>,
@@ -231,6 +281,18 @@ fn phase_cache_off(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_sizes_take_binary_units() {
+        let b = |v| bytes("K", v);
+        assert_eq!(b("10G").unwrap(), 10 << 30);
+        assert_eq!(b("512MiB").unwrap(), 512 << 20);
+        assert_eq!(b("4096").unwrap(), 4096);
+        assert_eq!(b("2 T").unwrap(), 2 << 40);
+        for bad in ["", "G", "1.5G", "10X", "99999999999999T"] {
+            assert!(b(bad).is_err(), "{bad}");
+        }
+    }
     use clap::Parser;
 
     fn read(env: &[(&str, &str)]) -> Result<Settings, UsageError> {
