@@ -51,7 +51,7 @@ pub struct Cli {
     /// Elements to include in the image.
     #[arg(
         value_name = "ELEMENT",
-        required_unless_present_any = ["cleanup", "lock_diff", "completions", "man", "list_elements"]
+        required_unless_present_any = ["cleanup", "cache_prune", "lock_diff", "completions", "man", "list_elements"]
     )]
     pub elements: Vec<String>,
 
