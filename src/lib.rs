@@ -33,3 +33,16 @@ pub mod pkgdb;
 pub mod plan;
 pub mod report;
 pub mod rootfs;
+
+/// For unit tests whose precondition (a host tool) may be missing.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// Prints `SKIP <test>: <why>`, or fails when every test is required
+    /// (`DIB_CREATE_REQUIRE_ALL=1`, as `.ci/run` sets it).
+    pub fn skip(test: &str, why: &str) {
+        if std::env::var("DIB_CREATE_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+            panic!("{test}: {why} (DIB_CREATE_REQUIRE_ALL=1)");
+        }
+        println!("SKIP {test}: {why}");
+    }
+}

@@ -196,7 +196,10 @@ mod tests {
     #[test]
     fn only_a_verified_signature_gives_an_archive_state() {
         if !crate::host::tools::on_path("gpg") || !crate::host::tools::on_path("gpgv") {
-            println!("SKIP only_a_verified_signature_gives_an_archive_state: needs gpg and gpgv");
+            crate::testing::skip(
+                "only_a_verified_signature_gives_an_archive_state",
+                "needs gpg and gpgv",
+            );
             return;
         }
         let d = tempfile::tempdir().unwrap();

@@ -245,6 +245,10 @@ impl Store {
     /// Renames `staged` to `dest`; false (and `staged` removed) when `dest`
     /// already exists.
     fn publish(&self, staged: &Path, dest: &Path) -> anyhow::Result<bool> {
+        // Measured once here, where the files are fresh, so that the sweep
+        // at the end of every build need not walk the whole cache.
+        fs::write(staged.join(BYTES), disk_usage(staged).to_string())
+            .with_context(|| format!("recording the size of {}", staged.display()))?;
         match fs::rename(staged, dest) {
             Ok(()) => {
                 touch(dest);
@@ -419,8 +423,11 @@ impl Store {
                         .unwrap_or_default(),
                     _ => Vec::new(),
                 };
+                let recorded = fs::read_to_string(dir.join(BYTES))
+                    .ok()
+                    .and_then(|b| b.trim().parse().ok());
                 out.push(Entry {
-                    bytes: disk_usage(&dir),
+                    bytes: recorded.unwrap_or_else(|| disk_usage(&dir)),
                     is_output: sub == "out",
                     used,
                     layers,
@@ -436,6 +443,9 @@ impl Store {
         out
     }
 }
+
+/// The file in each entry that records its size on disk.
+const BYTES: &str = "bytes";
 
 /// What a sweep may keep.
 #[derive(Clone, Debug)]

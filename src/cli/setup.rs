@@ -47,38 +47,21 @@ pub fn man(out: &mut dyn Write) -> std::io::Result<()> {
     clap_mangen::Man::new(Cli::command()).render(out)
 }
 
-/// Host tools whose versions change what a build does, with the argument
-/// that makes each print it.
-const TOOLS: &[(&str, &str)] = &[
-    ("mmdebstrap", "--version"),
-    ("debootstrap", "--version"),
-    ("qemu-img", "--version"),
-    ("mke2fs", "-V"),
-    ("mkfs.vfat", "--help"),
-    ("zstd", "--version"),
-];
-
-/// `--version`: ours, the git revision, and the host tools'.
+/// `--version`: ours, the git revision, and the versions of the host
+/// packages whose tools shape a build (the phase cache keys the same ones).
 pub fn long_version() -> String {
+    let names: Vec<&str> = crate::pkgdb::HOST_TOOLS.iter().map(|t| t.package).collect();
+    let versions = crate::pkgdb::host().host_versions(&names);
     let mut s = format!(
         "{} (git {})\nhost tools:",
         env!("CARGO_PKG_VERSION"),
         env!("DIB_CREATE_GIT_REVISION")
     );
-    for (tool, arg) in TOOLS {
-        let line = std::process::Command::new(tool)
-            .arg(arg)
-            .output()
-            .ok()
-            .and_then(|o| {
-                let text = [o.stdout, o.stderr].concat();
-                String::from_utf8_lossy(&text)
-                    .lines()
-                    .find(|l| l.chars().any(|c| c.is_ascii_digit()))
-                    .map(|l| l.trim().to_string())
-            })
-            .unwrap_or_else(|| "not found".into());
-        s.push_str(&format!("\n  {tool}: {line}"));
+    for t in crate::pkgdb::HOST_TOOLS {
+        let version = versions
+            .get(t.package)
+            .map_or("not installed", String::as_str);
+        s.push_str(&format!("\n  {}: {version} ({})", t.command, t.package));
     }
     s
 }

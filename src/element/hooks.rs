@@ -255,7 +255,10 @@ mod tests {
         {
             Ok(o) => o,
             Err(e) => {
-                eprintln!("SKIP: sort not runnable: {e}");
+                crate::testing::skip(
+                    "sort_n_agrees_with_coreutils",
+                    &format!("sort not runnable: {e}"),
+                );
                 return;
             }
         };

@@ -49,11 +49,11 @@ pub fn execute(plan: &Plan, host: Box<dyn Host>) -> anyhow::Result<()> {
 /// The build report, for a failed build too; failing to write it fails
 /// nothing (the outputs are in place by now).
 fn write_report(plan: &Plan, facts: Facts, outcome: &anyhow::Result<()>) {
-    let Some(path) = &plan.report.clone() else {
+    let Some(path) = &plan.report else {
         return;
     };
     let error = outcome.as_ref().err().map(super::render_error);
-    let report = crate::report::collect::report(plan, facts, error, &log::recorded());
+    let report = report::report(plan, facts, error, &log::recorded());
     match crate::report::write(path, &report) {
         Ok(()) => log::event(log::Event::Report {
             path: path.display().to_string(),
@@ -182,11 +182,13 @@ impl Build<'_, '_> {
         for (k, v) in self.lock.before_root(&self.dirs.build)? {
             self.runner.set_env(&k, v);
         }
-        let start = match self.cache.is_some() {
-            true => log::task("phase-cache", "looking up the phase cache", || {
+        // Timed as a task only when there is a cache to look up.
+        let start = if self.cache.is_some() {
+            log::task("phase-cache", "looking up the phase cache", || {
                 self.start_cache()
-            })?,
-            false => Start::Cold,
+            })?
+        } else {
+            Start::Cold
         };
         if let (Start::Outputs(out), Some(c)) = (&start, &self.cache) {
             let pending = c.load_outputs(out, self.plan, self.journal)?;

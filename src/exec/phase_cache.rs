@@ -35,28 +35,9 @@ use crate::host::mount::Source;
 use crate::log;
 use crate::output::Pending;
 use crate::phase::{Phase, Stage};
-use crate::pkgdb::Package;
+use crate::pkgdb::{HOST_TOOLS, Package, Shapes};
 use crate::plan::{OutputKind, Plan};
 use crate::rootfs::chroot;
-
-/// Host packages whose version can change the tree (bootstrap, foreign
-/// architectures) or the outputs (filesystem and image tools).
-const TREE_TOOLS: &[&str] = &[
-    "debootstrap",
-    "mmdebstrap",
-    "apt",
-    "dpkg",
-    "qemu-user-static",
-];
-const OUTPUT_TOOLS: &[&str] = &[
-    "e2fsprogs",
-    "qemu-utils",
-    "dosfstools",
-    "mtools",
-    "squashfs-tools",
-    "btrfs-progs",
-    "xfsprogs",
-];
 
 /// Where the build resumes.
 pub enum Start {
@@ -121,8 +102,8 @@ pub struct PhaseCache {
     hooks: PathBuf,
     arch: String,
     locked: bool,
-    /// The hook environment before environment.d (the outputs' key reads it).
-    env: BTreeMap<String, String>,
+    /// The hook variables the outputs' key covers (scanned once per build).
+    output_env: BTreeMap<String, String>,
     components: Components,
     key: String,
     trail: Vec<String>,
@@ -159,7 +140,7 @@ impl PhaseCache {
             hooks: dirs.hooks.clone(),
             arch: plan.arch.clone(),
             locked: plan.lock.locked().is_some(),
-            env: BTreeMap::new(),
+            output_env: BTreeMap::new(),
             components: Components::new(),
             key: String::new(),
             trail: Vec::new(),
@@ -183,7 +164,7 @@ impl PhaseCache {
     pub fn start(&mut self, plan: &Plan, env: &BTreeMap<String, String>) -> anyhow::Result<Start> {
         let started = Instant::now();
         self.fresh = scan_hooks(&self.hooks)?;
-        self.env = env.clone();
+        self.output_env = keyed_env(plan, env, Scope::Whole);
         self.components = base_components(plan, env);
         let base = keys::base_key(&self.components);
         let extra = &plan.settings.extra_packages;
@@ -242,8 +223,10 @@ impl PhaseCache {
         // With the tree complete, the outputs may be cached too.
         let complete = chosen.as_ref().filter(|m| m.key == final_key);
         if let Some(m) = complete {
-            let okey =
-                keys::output_key(&final_key, &output_components(plan, &self.hooks, &self.env));
+            let okey = keys::output_key(
+                &final_key,
+                &output_components(plan, &self.hooks, &self.output_env),
+            );
             if let Some(out) = self.usable_outputs(&okey, plan) {
                 self.store.touch_outputs(&okey);
                 self.store.touch_snapshots(&m.layers);
@@ -661,7 +644,7 @@ impl PhaseCache {
         let plan = self.plan.clone();
         self.output_key = Some(keys::output_key(
             &self.key,
-            &output_components(&plan, &self.hooks, &self.env),
+            &output_components(&plan, &self.hooks, &self.output_env),
         ));
         Ok(())
     }
@@ -875,7 +858,7 @@ fn base_components(plan: &Plan, env: &BTreeMap<String, String>) -> Components {
     if let Some((path, _)) = plan.lock.locked() {
         c.insert("lockfile".into(), crate::digest::path_digest(path));
     }
-    for (k, v) in host_versions(TREE_TOOLS) {
+    for (k, v) in host_versions(Shapes::Tree) {
         c.insert(format!("host {k}"), v);
     }
     c
@@ -915,8 +898,9 @@ fn keyed_env(
 /// options, the disk (its graph and size rules), the finalise mode, the
 /// variables the late phases can read, their hooks and the output tools'
 /// versions.
-fn output_components(plan: &Plan, hooks: &Path, env: &BTreeMap<String, String>) -> Components {
-    let mut c = keys::env_components(&keyed_env(plan, env, Scope::Whole));
+/// `keyed`: the variables of [`keyed_env`] in [`Scope::Whole`].
+fn output_components(plan: &Plan, hooks: &Path, keyed: &BTreeMap<String, String>) -> Components {
+    let mut c = keys::env_components(keyed);
     let mut kinds: Vec<&str> = plan.outputs.iter().map(|o| o.kind.name()).collect();
     kinds.sort();
     c.insert("types".into(), kinds.join(","));
@@ -948,7 +932,7 @@ fn output_components(plan: &Plan, hooks: &Path, env: &BTreeMap<String, String>) 
             );
         }
     }
-    for (k, v) in host_versions(OUTPUT_TOOLS) {
+    for (k, v) in host_versions(Shapes::Outputs) {
         c.insert(format!("host {k}"), v);
     }
     c
@@ -989,9 +973,15 @@ fn scan_files(dir: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Installed versions of host packages (those installed; others absent).
-fn host_versions(names: &[&str]) -> BTreeMap<String, String> {
-    crate::pkgdb::host().host_versions(names)
+/// Installed versions of the host packages whose tools shape `what` (those
+/// installed; others absent).
+fn host_versions(what: Shapes) -> BTreeMap<String, String> {
+    let names: Vec<&str> = HOST_TOOLS
+        .iter()
+        .filter(|t| t.shapes == what)
+        .map(|t| t.package)
+        .collect();
+    crate::pkgdb::host().host_versions(&names)
 }
 
 // ---- hooks tree as data ----

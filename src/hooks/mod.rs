@@ -287,8 +287,7 @@ impl<'a> PhaseRunner<'a> {
             hook: script.clone(),
             exit_code: match &result {
                 Ok(_) => Some(0),
-                Err(crate::host::CmdError::Failed { code, .. }) => *code,
-                Err(_) => None,
+                Err(e) => e.exit_code(),
             },
             seconds: elapsed.as_secs_f64(),
             ok: result.is_ok(),

@@ -159,7 +159,7 @@ mod tests {
     fn packages_index_carries_control_fields() {
         let dir = tempfile::tempdir().unwrap();
         let Some(deb) = tiny_deb(dir.path(), "hello", "1.0-1") else {
-            println!("SKIP packages_index_carries_control_fields: no dpkg-deb");
+            crate::testing::skip("packages_index_carries_control_fields", "no dpkg-deb");
             return;
         };
         let data = std::fs::read(&deb).unwrap();

@@ -52,6 +52,49 @@ pub trait PackageDb {
     fn host_versions(&self, names: &[&str]) -> BTreeMap<String, String>;
 }
 
+/// What a host tool's version can change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shapes {
+    /// The tree (bootstrap, foreign architectures).
+    Tree,
+    /// The outputs (filesystem and image tools).
+    Outputs,
+}
+
+/// A host tool a build depends on: the command users know, the Debian
+/// package that ships it, and what its version can change.
+pub struct HostTool {
+    pub command: &'static str,
+    pub package: &'static str,
+    pub shapes: Shapes,
+}
+
+const fn tool(command: &'static str, package: &'static str, shapes: Shapes) -> HostTool {
+    HostTool {
+        command,
+        package,
+        shapes,
+    }
+}
+
+/// The host tools whose versions the phase cache keys and `--version`
+/// names: one table for both.
+pub const HOST_TOOLS: &[HostTool] = &[
+    tool("debootstrap", "debootstrap", Shapes::Tree),
+    tool("mmdebstrap", "mmdebstrap", Shapes::Tree),
+    tool("apt", "apt", Shapes::Tree),
+    tool("dpkg", "dpkg", Shapes::Tree),
+    tool("qemu-aarch64-static", "qemu-user-static", Shapes::Tree),
+    tool("mke2fs", "e2fsprogs", Shapes::Outputs),
+    tool("qemu-img", "qemu-utils", Shapes::Outputs),
+    tool("mkfs.vfat", "dosfstools", Shapes::Outputs),
+    tool("mcopy", "mtools", Shapes::Outputs),
+    tool("mksquashfs", "squashfs-tools", Shapes::Outputs),
+    tool("mkfs.btrfs", "btrfs-progs", Shapes::Outputs),
+    tool("mkfs.xfs", "xfsprogs", Shapes::Outputs),
+    tool("zstd", "zstd", Shapes::Outputs),
+];
+
 /// The databases dib-create knows, most specific first.
 pub fn all() -> [&'static dyn PackageDb; 1] {
     [&Dpkg]
