@@ -13,12 +13,7 @@ use std::path::Path;
 
 fn main() {
     let args = Arguments::from_args();
-    let needs = [
-        Need::Root,
-        Need::LoopDevices,
-        Need::Tool("mke2fs"),
-        Need::Tool("sfdisk"),
-    ];
+    let needs = common::FAKE_OS_DISK;
     let mut pty = needs.to_vec();
     pty.push(Need::Tool("script"));
     let tests = vec![

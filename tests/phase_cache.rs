@@ -13,12 +13,7 @@ use std::process::Command;
 
 fn main() {
     let args = Arguments::from_args();
-    let needs = [
-        Need::Root,
-        Need::LoopDevices,
-        Need::Tool("mke2fs"),
-        Need::Tool("sfdisk"),
-    ];
+    let needs = common::FAKE_OS_DISK;
     let mut esp = needs.to_vec();
     esp.extend([Need::Tool("mkfs.vfat"), Need::Tool("mcopy")]);
     let tests = vec![
@@ -50,15 +45,29 @@ struct Run {
 /// One build of fake-os + the test element into `name`, with or without
 /// the phase cache (stored under the scratch directory).
 fn build(s: &Scratch, name: &str, size: &str, cache: bool) -> Result<Run, Failed> {
+    let switch = [("DIB_CREATE_PHASE_CACHE", if cache { "1" } else { "0" })];
+    fake_build(s, name, "pc-test", &switch, &["--image-size", size])
+}
+
+/// One build of fake-os + `element` into `name` (tar and raw), with the
+/// scratch directory's cache, `env` set and `extra` flags.
+fn fake_build(
+    s: &Scratch,
+    name: &str,
+    element: &str,
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> Result<Run, Failed> {
     let out = s.path().join(name);
-    let types = "tar,raw";
     let mut c = s.command();
     c.env("SOURCE_DATE_EPOCH", "1700000000")
         .env("DIB_IMAGE_CACHE", s.path().join("cache"))
-        .env("DIB_CREATE_PHASE_CACHE", if cache { "1" } else { "0" })
-        .args(["-n", "--image-size", size, "-t", types, "-o"])
+        .envs(env.iter().copied())
+        .args(["-n", "-t", "tar,raw"])
+        .args(extra)
+        .arg("-o")
         .arg(&out)
-        .args(["fake-os", "block-device-mbr", "pc-test"]);
+        .args(["fake-os", "block-device-mbr", element]);
     let o = c.output().map_err(|e| format!("running dib-create: {e}"))?;
     let log = String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout);
     if !o.status.success() {
@@ -205,26 +214,11 @@ fn keys_only_what_is_read() -> Result<(), Failed> {
         "echo \"${DIB_ENV_TEST_VALUE:-none}\" > /etc/env-test-value",
     );
     let run = |name: &str, env: &[(&str, &str)], extra: &[&str]| -> Result<Run, Failed> {
-        let out = s.path().join(name);
-        let mut c = s.command();
-        c.env("SOURCE_DATE_EPOCH", "1700000000")
-            .env("DIB_IMAGE_CACHE", s.path().join("cache"))
-            .envs(env.iter().copied())
-            .args(["-n", "--image-size", "0.2", "-t", "tar,raw"])
-            .args(extra)
-            .arg("-o")
-            .arg(&out)
-            .args(["fake-os", "block-device-mbr", "env-test"]);
-        let o = c.output().map_err(|e| format!("running dib-create: {e}"))?;
-        let log = String::from_utf8_lossy(&o.stderr).into_owned();
-        if !o.status.success() {
-            return Err(format!("build {name} failed:\n{}", common::tail(&log, 40)).into());
-        }
-        Ok(Run {
-            log,
-            tar: out.with_extension("tar"),
-            raw: out.with_extension("raw"),
-        })
+        let flags: Vec<&str> = ["--image-size", "0.2"]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        fake_build(&s, name, "env-test", env, &flags)
     };
     let first = run(
         "one",
@@ -245,20 +239,14 @@ fn keys_only_what_is_read() -> Result<(), Failed> {
     refuse(&renamed.log, "running root.d")?;
     // The same bytes as a cold build under that name (the cache off, to
     // have a build that cannot reuse anything).
-    let cold = {
-        let mut c = s.command();
-        c.env("SOURCE_DATE_EPOCH", "1700000000")
-            .env("DIB_ENV_TEST_VALUE", "a")
-            .env("DIB_CREATE_PHASE_CACHE", "0")
-            .args(["-n", "--image-size", "0.2", "-t", "tar,raw", "-o"])
-            .arg(s.path().join("cold/two"))
-            .args(["fake-os", "block-device-mbr", "env-test"]);
-        std::fs::create_dir_all(s.path().join("cold"))?;
-        run_ok(c)?;
-        s.path().join("cold/two")
-    };
-    same(&renamed.tar, &cold.with_extension("tar"))?;
-    same(&renamed.raw, &cold.with_extension("raw"))?;
+    std::fs::create_dir_all(s.path().join("cold"))?;
+    let cold = run(
+        "cold/two",
+        &[("DIB_ENV_TEST_VALUE", "a"), ("DIB_CREATE_PHASE_CACHE", "0")],
+        &[],
+    )?;
+    same(&renamed.tar, &cold.tar)?;
+    same(&renamed.raw, &cold.raw)?;
     if !s.path().join("two.raw.sha256").exists() {
         return Err("--checksum wrote no checksum for the reused outputs".into());
     }

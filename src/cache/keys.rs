@@ -158,7 +158,7 @@ pub fn element_components(
 
 /// Calls `f(relative, path)` for every non-directory below `dir`, sorted.
 /// Symlinked directories below the top are keyed as links.
-fn walk(base: &Path, dir: &Path, f: &mut dyn FnMut(&Path, &Path)) {
+pub(crate) fn walk(base: &Path, dir: &Path, f: &mut dyn FnMut(&Path, &Path)) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };

@@ -221,26 +221,10 @@ fn scan_used_libraries(r: &mut References, mut texts: Vec<String>, lib: &Path) {
     }
 }
 
-/// Calls `f(relative, path)` for every file below `base` (symlinks followed,
-/// as the hooks tree copies them).
-fn walk(base: &Path, f: &mut dyn FnMut(&Path, &Path)) {
-    let mut todo = vec![base.to_path_buf()];
-    let mut seen = HashSet::new();
-    while let Some(dir) = todo.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for p in rd.filter_map(Result::ok).map(|e| e.path()) {
-            if p.is_dir() {
-                // A symlink loop is walked once.
-                if p.canonicalize().is_ok_and(|c| seen.insert(c)) {
-                    todo.push(p);
-                }
-            } else if let Ok(rel) = p.strip_prefix(base) {
-                f(rel, &p);
-            }
-        }
-    }
+/// Every file below `dir`, as the element keys walk it (and as the hooks
+/// tree copies it).
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &Path)) {
+    super::keys::walk(dir, dir, f);
 }
 
 #[cfg(test)]

@@ -9,6 +9,14 @@ use libtest_mimic::{Failed, Trial};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// What a build of the fake OS onto an MBR disk needs (no network).
+pub const FAKE_OS_DISK: [Need; 4] = [
+    Need::Root,
+    Need::LoopDevices,
+    Need::Tool("mke2fs"),
+    Need::Tool("sfdisk"),
+];
+
 /// Something a test needs from the host.
 #[derive(Clone, Debug)]
 pub enum Need {
