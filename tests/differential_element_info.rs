@@ -14,6 +14,8 @@ use std::process::Command;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
+mod common;
+
 /// (name, path) pairs, or None when the resolver refused.
 type Outcome = Option<BTreeSet<(String, String)>>;
 
@@ -235,19 +237,6 @@ fn real_cases() -> Vec<Case> {
     .collect()
 }
 
-/// DIB's own elements directory.
-fn dib_elements_dir() -> Result<PathBuf, String> {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import diskimage_builder, os; print(os.path.dirname(diskimage_builder.__file__))",
-        ])
-        .output()
-        .map_err(|e| e.to_string())?;
-    let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    Ok(PathBuf::from(dir).join("elements"))
-}
-
 /// Writes the tree; returns the search directories.
 fn write_tree(root: &Path, case: &Case) -> Vec<PathBuf> {
     let dirs: Vec<PathBuf> = (0..2).map(|i| root.join(format!("path{i}"))).collect();
@@ -349,7 +338,7 @@ fn run_case(case: &Case) -> Result<(), Failed> {
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let root = fs::canonicalize(tmp.path()).map_err(|e| e.to_string())?;
     let dirs = if case.real {
-        vec![dib_elements_dir()?]
+        vec![common::upstream::elements_dir()?]
     } else {
         write_tree(&root, case)
     };
@@ -368,27 +357,9 @@ fn run_case(case: &Case) -> Result<(), Failed> {
     Ok(())
 }
 
-/// Why DIB cannot be run here, if it cannot.
-fn dib_unavailable() -> Option<String> {
-    match Command::new("python3")
-        .args(["-c", "import diskimage_builder.element_dependencies"])
-        .output()
-    {
-        Err(e) => Some(format!("python3 not runnable: {e}")),
-        Ok(o) if !o.status.success() => Some(format!(
-            "diskimage-builder not importable (pip install diskimage-builder): {}",
-            String::from_utf8_lossy(&o.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        )),
-        Ok(_) => None,
-    }
-}
-
 fn main() {
     let args = Arguments::from_args();
-    let missing = dib_unavailable();
+    let missing = common::upstream::unavailable();
     let require_all = std::env::var("DIB_CREATE_REQUIRE_ALL").is_ok_and(|v| v == "1");
     if let Some(reason) = &missing {
         println!("SKIP: differential element-info tests: {reason}");

@@ -3,6 +3,8 @@
 //! Two steps, as in DIB: the tree form is first flattened into the graph form
 //! (a missing `base` is the parent's name, a missing `name` is
 //! `<module>_<base>`), then each flat entry becomes one or more typed nodes.
+//! A partition always lies on its table's device; the graph form may say so
+//! with the partition's own `base:`, which must then name that device.
 //! The graph (edges, order, cross-node checks) is built in [`super::graph`].
 
 use serde::Serialize;
@@ -259,6 +261,19 @@ pub struct FstabEntry {
 pub struct Parsed {
     pub nodes: Vec<Node>,
     pub tables: Vec<PartitionTable>,
+    /// The `base:` a partition names itself (graph form). DIB puts every
+    /// partition on its table's device whatever it says; the graph checks
+    /// that the two agree, after the names are known to be unique.
+    pub partition_bases: Vec<PartitionBase>,
+}
+
+/// A partition's own `base:`, with the device its table is on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartitionBase {
+    pub partition: String,
+    pub declared: String,
+    pub table_base: String,
+    pub line: u32,
 }
 
 /// Reads the YAML document `root` (from `source`) into typed nodes.
@@ -435,7 +450,8 @@ fn module_str(key: &str) -> &'static str {
 }
 
 /// Each partition's nested modules become entries whose parent is the
-/// partition; the partition keeps its own keys.
+/// partition; the partition keeps its own keys, `base:` among them (the
+/// graph form names the table's device there, which the graph checks).
 fn flatten_partitions(v: &YNode, source: &str, out: &mut Vec<FlatEntry>) -> Result<YNode> {
     let YValue::Seq(parts) = &v.value else {
         return Err(structure(
@@ -791,7 +807,15 @@ impl Ctx<'_> {
         let mut names = Vec::new();
         let mut prev: Option<String> = None;
         for (map, line) in f.maps("partitions", "list the partitions under `partitions:`")? {
-            let mut node = self.partition(map, line, table, label, &base[0])?;
+            let (mut node, declared) = self.partition(map, line, table, label, &base[0])?;
+            if let Some(declared) = declared {
+                out.partition_bases.push(PartitionBase {
+                    partition: node.name.clone(),
+                    declared,
+                    table_base: base[0].clone(),
+                    line,
+                });
+            }
             node.after = prev.iter().cloned().collect();
             prev = Some(node.name.clone());
             names.push(node.name.clone());
@@ -822,7 +846,7 @@ impl Ctx<'_> {
         table: usize,
         label: Label,
         base: &str,
-    ) -> Result<Node> {
+    ) -> Result<(Node, Option<String>)> {
         let name = lookup(map, "name")
             .and_then(|n| n.as_str())
             .unwrap_or_default()
@@ -834,7 +858,8 @@ impl Ctx<'_> {
             line,
             map,
         };
-        f.check_keys(&["name", "size", "flags", "type"])?;
+        f.check_keys(&["name", "base", "size", "flags", "type"])?;
+        let declared = f.str("base")?;
         let flags = f.list("flags")?.unwrap_or_default();
         let (mut boot, mut primary) = (false, false);
         for flag in &flags {
@@ -867,7 +892,7 @@ impl Ctx<'_> {
             Some(t) => PartType::parse(&t, label)
                 .map_err(|r| f.invalid(f.get("type").unwrap_or(&NULL), "type", &t, &r))?,
         };
-        Ok(Node {
+        let node = Node {
             name,
             module: Module::Partitioning,
             bases: vec![base.to_string()],
@@ -880,7 +905,8 @@ impl Ctx<'_> {
                 size,
                 part_type,
             }),
-        })
+        };
+        Ok((node, declared))
     }
 
     fn lvm(&self, out: &mut Parsed) -> Result<()> {

@@ -11,7 +11,8 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use super::config::{
-    Filesystem, Label, LocalLoop, Module, MountPoint, Node, Parsed, Partition, PartitionTable, Spec,
+    Filesystem, Label, LocalLoop, Module, MountPoint, Node, Parsed, Partition, PartitionBase,
+    PartitionTable, Spec,
 };
 use super::error::{At, BlockDevError, Result};
 use super::partition::{self, Disk};
@@ -47,13 +48,20 @@ fn max_label_len(fstype: &str) -> Option<usize> {
 impl Graph {
     /// Checks the parsed nodes and orders them for creation.
     pub fn build(parsed: Parsed, source: &str) -> Result<Graph> {
-        let Parsed { mut nodes, tables } = parsed;
+        let Parsed {
+            mut nodes,
+            tables,
+            partition_bases,
+        } = parsed;
         let at = |line| At::new(source, line);
+        // DIB's order: what each node says of itself (names, labels), then
+        // the edges between nodes.
         check_unique_names(&nodes, source)?;
+        check_labels(&nodes, source)?;
+        check_partition_bases(&nodes, &partition_bases, source)?;
         order_mounts(&mut nodes, source)?;
         check_references(&nodes, source)?;
         check_kinds(&nodes, source)?;
-        check_labels(&nodes, source)?;
         check_mbr_slots(&nodes, &tables, source)?;
         let order = topo_order(&nodes).map_err(|cycle| BlockDevError::Cycle {
             at: at(0),
@@ -212,6 +220,31 @@ fn check_unique_names(nodes: &[Node], source: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A partition's own `base:` (graph form) must name its table's device. DIB
+/// ignores it and uses the table's; a different name is a mistake in the
+/// config that DIB would hide.
+fn check_partition_bases(nodes: &[Node], bases: &[PartitionBase], source: &str) -> Result<()> {
+    let Some(b) = bases.iter().find(|b| b.declared != b.table_base) else {
+        return Ok(());
+    };
+    let what = if nodes.iter().any(|n| n.name == b.declared) {
+        "names another node"
+    } else {
+        "names no node"
+    };
+    Err(BlockDevError::InvalidValue {
+        at: At::new(source, b.line),
+        node: b.partition.clone(),
+        field: "base",
+        value: b.declared.clone(),
+        reason: format!(
+            "{what}, but a partition lies on the device its partitioning is based on, `{}`; \
+             set the partition's `base: {}` or remove it",
+            b.table_base, b.table_base
+        ),
+    })
 }
 
 /// The order mount points are mounted in: DIB's, by the path's bytes. A

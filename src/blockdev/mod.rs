@@ -137,4 +137,6 @@ pub fn dry_run_json(graph: &Graph, image_size: u64) -> serde_json::Value {
 }
 
 #[cfg(test)]
+mod dib_configs;
+#[cfg(test)]
 mod tests;

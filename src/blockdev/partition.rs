@@ -124,6 +124,11 @@ fn parse_mbr(hex: &str) -> std::result::Result<PartType, String> {
     match v {
         0..=0xFF => Ok(PartType::Mbr(v as u8)),
         _ if hex.len() == 4 && v & 0xFF == 0 => Ok(PartType::Mbr((v >> 8) as u8)),
+        // DIB takes it, then fails packing it into the MBR's type byte.
+        _ if gpt_from_code(&hex.to_uppercase()).is_some() => Err(format!(
+            "{hex} is a GPT type code, which an MBR table cannot hold; set `label: gpt` on the \
+             partitioning, or give an MBR type byte such as 83"
+        )),
         _ => Err(help()),
     }
 }

@@ -677,6 +677,10 @@ fn other_config_errors() {
         ),
         (
             "- local_loop: {name: a}\n- partitioning: {base: a, label: mbr, partitions: [{name: p, size: 1MiB, type: EF02}]}\n",
+            "EF02 is a GPT type code, which an MBR table cannot hold; set `label: gpt`",
+        ),
+        (
+            "- local_loop: {name: a}\n- partitioning: {base: a, label: mbr, partitions: [{name: p, size: 1MiB, type: 1234}]}\n",
             "one hex byte",
         ),
         (

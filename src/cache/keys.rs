@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::element::hooks as element_hooks;
+use crate::plan::PROXY_ENV;
 
 /// Named input digests of the base key.
 pub type Components = BTreeMap<String, String>;
@@ -37,6 +38,7 @@ pub const VOLATILE_ENV: &[&str] = &[
     "BASH_FUNC_get_image_element_array%%",
     "_LIB",
     "DIB_IMAGE_CACHE",
+    "DIB_LOCKFILES",
     // A locked build's local repository: a random port and the lockfile's
     // path. The lockfile's content is a component of its own.
     "DIB_CREATE_LOCK_REPO",
@@ -106,10 +108,11 @@ pub fn output_key(final_tree_key: &str, c: &Components) -> String {
     digest(&[final_tree_key, &base_key(c)])
 }
 
-/// The hook environment as components, without [`VOLATILE_ENV`].
+/// The hook environment as components, without [`VOLATILE_ENV`] and the proxies.
 pub fn env_components(env: &BTreeMap<String, String>) -> Components {
     env.iter()
-        .filter(|(k, _)| !VOLATILE_ENV.contains(&k.as_str()))
+        // The proxies say where packages come through, not what they are.
+        .filter(|(k, _)| !VOLATILE_ENV.contains(&k.as_str()) && !PROXY_ENV.contains(&k.as_str()))
         .map(|(k, v)| (format!("env {k}"), digest(&[v])))
         .collect()
 }

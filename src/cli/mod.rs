@@ -151,6 +151,16 @@ pub struct Cli {
     /// Clear the environment before building (keeps only a safe list of variables).
     #[arg(short = 'c', help_heading = "Build")]
     pub clear_env: bool,
+    /// Pass these caller variables to the hooks too, beside DIB_* and DIB's
+    /// documented ones (comma separated; `NAME_*` passes a prefix).
+    #[arg(
+        long,
+        value_name = "NAMES",
+        env = "DIB_CREATE_PASS_ENV",
+        value_delimiter = ',',
+        help_heading = "Build"
+    )]
+    pub pass_env: Vec<String>,
     /// Trace hooks (repeat for more detail: -x runs hooks with bash -x).
     #[arg(short = 'x', action = ArgAction::Count, help_heading = "Build")]
     pub trace: u8,

@@ -38,12 +38,16 @@ pub fn collect_hooks(
 
 /// The environment.d files of all elements, in sourcing order. DIB sources
 /// regular files whose names use `[0-9A-Za-z_.-]`; they need not be executable.
+/// The order is bytewise by name, not numeric: DIB's runner hands `sort -n`
+/// full paths, whose numeric key is 0 for every file, so sort falls back to
+/// comparing bytes (`10-a` before `9-b`).
 pub fn collect_environment(elements: &[(String, PathBuf)]) -> Result<Vec<PathBuf>, ElementError> {
-    Ok(merged_entries(elements, ENVIRONMENT_DIR)?
+    let mut entries: Vec<Entry> = merged_entries(elements, ENVIRONMENT_DIR)?
         .into_iter()
         .filter(|e| is_environment_name(&e.name))
-        .map(|e| e.path)
-        .collect())
+        .collect();
+    entries.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    Ok(entries.into_iter().map(|e| e.path).collect())
 }
 
 /// All regular files (symlinks followed) of `dir` across elements, sorted with
@@ -330,10 +334,16 @@ mod tests {
         script(&a.join("environment.d/10-a.bash"), 0o644);
         script(&b.join("environment.d/02-b"), 0o644);
         script(&b.join("environment.d/bad name"), 0o644);
-        let els = vec![("a".to_string(), a), ("b".to_string(), b.clone())];
+        let els = vec![("a".to_string(), a.clone()), ("b".to_string(), b.clone())];
         let env = collect_environment(&els).unwrap();
         assert_eq!(env[0], b.join("environment.d/02-b"));
+        assert_eq!(env[1], a.join("environment.d/10-a.bash"));
         assert_eq!(env.len(), 2);
+        script(&a.join("environment.d/9-z"), 0o644);
+        let env = collect_environment(&els).unwrap();
+        // Bytewise, as DIB's `sort -n` over full paths gives: 10 before 9.
+        assert_eq!(env[1], a.join("environment.d/10-a.bash"));
+        assert_eq!(env[2], a.join("environment.d/9-z"));
         script(&b.join("environment.d/10-a.bash"), 0o644);
         assert!(collect_environment(&els).is_err());
     }

@@ -15,4 +15,4 @@ pub mod resolve;
 pub use discovery::{Element, ElementSet, discover, search_path};
 pub use error::ElementError;
 pub use hooks::{collect_environment, collect_hooks, sort_n_cmp};
-pub use resolve::{Request, block_device_layouts, initial_elements, resolve};
+pub use resolve::{Request, block_device_layouts, expand_dependencies, initial_elements, resolve};

@@ -54,9 +54,27 @@ pub fn initial_elements(user: &[String], no_base: bool, arch: &str) -> Vec<Strin
 /// broken by the rank of the user element that pulled an element in, then by name.
 pub fn resolve(set: &ElementSet, req: &Request) -> Result<Vec<String>, ElementError> {
     let initial = initial_elements(req.user, req.no_base, req.arch);
-    for name in &initial {
+    let order = expand_dependencies(set, &initial)?;
+    if !req.block_device_config_set {
+        check_block_device_layouts(set, &order, req.arch)?;
+    }
+    Ok(order)
+}
+
+/// The named elements and everything they need, in build order, with nothing
+/// added (no `base`, no default layout for `vm`): what DIB's element-info
+/// computes. Names given twice count once.
+pub fn expand_dependencies(
+    set: &ElementSet,
+    named: &[String],
+) -> Result<Vec<String>, ElementError> {
+    let mut initial: Vec<String> = Vec::new();
+    for name in named {
         if set.get(name).is_none() {
             return Err(unknown_or_virtual(set, name, &[]));
+        }
+        if !initial.contains(name) {
+            initial.push(name.clone());
         }
     }
     let expansion = expand_to_fixpoint(set, &initial);
@@ -64,11 +82,7 @@ pub fn resolve(set: &ElementSet, req: &Request) -> Result<Vec<String>, ElementEr
     check_user_not_provided(&initial, &providers)?;
     check_deps_satisfied(set, &expansion, &providers)?;
     check_operating_system(set, &providers)?;
-    let order = topological_order(set, &expansion, &initial, &providers)?;
-    if !req.block_device_config_set {
-        check_block_device_layouts(set, &order, req.arch)?;
-    }
-    Ok(order)
+    topological_order(set, &expansion, &initial, &providers)
 }
 
 /// The chosen elements and how each was reached.
@@ -611,6 +625,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(arm, ["block-device-efi", "vm", "ubuntu-minimal"]);
+    }
+
+    /// element-info's expansion adds neither base nor vm's default layout.
+    #[test]
+    fn expand_dependencies_adds_nothing() {
+        let s = with(&[]);
+        let names = |v: &[&str]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let order = expand_dependencies(&s, &names(&["debian-minimal", "debian-minimal"])).unwrap();
+        assert_eq!(order, ["debootstrap", "debian-minimal"]);
+        let err = expand_dependencies(&s, &names(&["vm", "debian-minimal"])).unwrap_err();
+        assert!(err.to_string().contains("vm needs block-device"), "{err}");
     }
 
     #[test]

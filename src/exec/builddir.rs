@@ -34,8 +34,11 @@ impl BuildDir {
                 }
             })
             .collect();
+        // A dot before the random part, as DIB's `dib_build.XXXXXXXX`:
+        // source-repositories names its manifest after what follows the last
+        // dot of TMP_MOUNT_PATH, and fails when there is none.
         let path = tempfile::Builder::new()
-            .prefix(&format!("{safe}-"))
+            .prefix(&format!("{safe}."))
             .tempdir_in(root)
             .with_context(|| format!("creating a build directory in {}", root.display()))?
             .keep();
@@ -239,7 +242,7 @@ mod tests {
                 .file_name()
                 .unwrap()
                 .to_string_lossy()
-                .starts_with("my_image-")
+                .starts_with("my_image.")
         );
         let p = b.path.clone();
         b.remove().unwrap();

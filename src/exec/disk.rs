@@ -269,7 +269,8 @@ pub fn config_env(graph: &Graph) -> Vec<(&'static str, String)> {
         .unwrap_or_default();
     v.push(("DIB_BOOT_LABEL", boot));
     let points: Vec<String> = graph.mounts().map(|(_, m)| m.mount_point.clone()).collect();
-    v.push(("DIB_MOUNTPOINTS", points.join(" ")));
+    // `|`-separated: DIB's unmount_dir and selinux-fixfiles-restore split on it.
+    v.push(("DIB_MOUNTPOINTS", points.join("|")));
     v
 }
 

@@ -109,7 +109,15 @@ fn build_in(
     let cache = build.cache.take();
     drop(build);
     lock.close();
-    let teardown = journal.close();
+    // A failed build may leave a hook's own mounts; they go first, so the
+    // journal's can, and the build directory is removable.
+    let strays = journal.unmount_strays(&dirs.build).map(drop);
+    let closed = journal.close();
+    // Both reported: a stray that would not go must not hide the journal's.
+    let teardown = match (strays, closed) {
+        (Err(a), Err(b)) => Err(a.context(format!("{b:#}"))),
+        (a, b) => a.and(b),
+    };
     // After teardown: the sweep must not remove layers still mounted.
     if let Some(c) = cache {
         c.close();
@@ -179,6 +187,7 @@ impl Build<'_, '_> {
         }
         log::step("preparing the hooks tree");
         crate::hooks::tree::prepare(self.plan, &self.dirs.hooks)?;
+        make_lockfiles_dir(self.plan)?;
         for (k, v) in self.lock.before_root(&self.dirs.build)? {
             self.runner.set_env(&k, v);
         }
@@ -251,7 +260,12 @@ impl Build<'_, '_> {
     /// and SBOM they are renamed into place together, only once all of them
     /// succeeded. `keep`: store them in the phase cache first.
     fn commit(&mut self, mut pending: Vec<Pending>, keep: bool) -> anyhow::Result<()> {
-        if keep && let Some(c) = &self.cache {
+        // Under no-final-image the result is what hooks wrote; a cached
+        // entry of no outputs would skip them next time.
+        if keep
+            && self.plan.final_image
+            && let Some(c) = &self.cache
+        {
             let kinds: Vec<(String, &Pending)> = pending
                 .iter()
                 .filter_map(|p| {
@@ -369,6 +383,7 @@ impl Build<'_, '_> {
                 self.capture_packages(start)?;
             }
         }
+        self.journal.unmount_strays(&self.dirs.target)?;
         if let Some(c) = &mut self.cache {
             c.finish_tree(self.journal, &mut self.chroot)?;
         }
@@ -473,6 +488,7 @@ impl Build<'_, '_> {
         for phase in [Phase::PreFinalise, Phase::Finalise, Phase::Cleanup] {
             self.runner.run_phase(self.journal, phase.name())?;
         }
+        self.journal.unmount_strays(root)?;
         self.journal.undo_until(&first)
     }
 
@@ -489,8 +505,7 @@ impl Build<'_, '_> {
         let mut done = Vec::new();
         for o in self
             .plan
-            .outputs
-            .iter()
+            .written_outputs()
             .filter(|o| o.kind.source() == Source::Tree)
         {
             let pending = Pending::recorded(self.journal, &o.path)?;
@@ -510,8 +525,7 @@ impl Build<'_, '_> {
         let ctx = write_context(self.plan, &self.dirs.build);
         let mut outs: Vec<_> = self
             .plan
-            .outputs
-            .iter()
+            .written_outputs()
             .filter(|o| o.kind.source() == Source::Disk)
             .collect();
         outs.sort_by_key(|o| o.kind == crate::plan::OutputKind::Raw);
@@ -638,6 +652,16 @@ fn commit_outputs(
         }
     }
     Ok(done)
+}
+
+/// DIB creates DIB_LOCKFILES before the first phase; elements flock files in it.
+fn make_lockfiles_dir(plan: &Plan) -> anyhow::Result<()> {
+    let Some(dir) = plan.hook_env.get("DIB_LOCKFILES").filter(|d| !d.is_empty()) else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!("creating DIB_LOCKFILES {dir}; set DIB_LOCKFILES to a writable directory")
+    })
 }
 
 /// root.d must have produced a tree; say which elements could have.

@@ -495,6 +495,17 @@ impl PhaseCache {
             "" => format!("sealing the tree after {}", at.0),
             hook => format!("sealing the tree after {}/{hook}", at.0),
         };
+        // Sealing takes the tree down, and a hook's own mount below it (a
+        // package-cache bind that later hooks use) could not come back up.
+        // DIB keeps such mounts to the end of post-root.d, so the seal waits.
+        let strays = journal.strays_under(&self.target)?;
+        if let Some(m) = strays.first() {
+            log::info(&format!(
+                "phase cache: not {task}: a hook mounted {} and it stays up to the end of post-root.d",
+                m.display()
+            ));
+            return Ok(());
+        }
         log::task("phase-cache", &task, || {
             self.seal_layer(journal, chroot, at)
         })

@@ -308,6 +308,9 @@ impl crate::host::Host for FailProc {
         }
     }
     fn stop_orphans(&mut self) {}
+    fn mounts_under(&self, d: &Path) -> anyhow::Result<Vec<PathBuf>> {
+        self.0.mounts_under(d)
+    }
     fn capabilities(&self) -> crate::host::Capabilities {
         self.0.capabilities()
     }

@@ -1,5 +1,7 @@
 //! The merged hooks tree (`TMP_HOOKS_PATH`): every subdirectory of every chosen
-//! element except `tests`, merged as DIB does, plus our build-time files under
+//! element except `tests`, merged as DIB does, and every element's top-level
+//! files (`source-repository-*`, `element-deps`, ...: DIB copies them too and
+//! source-repositories reads them there), plus our build-time files under
 //! `dib-create/` (helpers, pkg-maps, package lists). The chroot sees it at
 //! /tmp/in_target.d; it is unmounted before outputs are made.
 
@@ -27,28 +29,44 @@ pub fn prepare(plan: &Plan, hooks: &Path) -> anyhow::Result<()> {
 }
 
 fn merge_element(name: &str, dir: &Path, hooks: &Path) -> anyhow::Result<()> {
-    let subdirs = element_subdirs(dir)?;
-    if subdirs.is_empty() {
+    let entries = element_entries(dir)?;
+    if entries.is_empty() {
         return Ok(());
     }
+    // `-H`: a linked element entry is copied as its content, as DIB's
+    // `find -follow` finds it; links inside stay links. A top-level file of a later element replaces an
+    // earlier one's (README, element-deps), as DIB's plain cp does.
     Cmd::new(format!("copying element {name} into the hooks tree"), "cp")
-        .args(["-a", "-H", "-t"])
+        .args(["-a", "-H", "-f", "-t"])
         .arg(hooks)
-        .args(&subdirs)
+        .args(&entries)
         .run()?;
     Ok(())
 }
 
-/// The subdirectories DIB copies: all but `tests`, symlinks followed, sorted.
-fn element_subdirs(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+/// What DIB copies of an element: every directory but `tests` and
+/// `__pycache__`, and every regular file but compiled Python, symlinks
+/// followed, sorted.
+fn element_entries(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)
         .with_context(|| format!("reading element {}", dir.display()))?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n != "tests"))
+        .filter(|p| copied_by_dib(p))
         .collect();
     v.sort();
     Ok(v)
+}
+
+fn copied_by_dib(p: &Path) -> bool {
+    let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    if p.is_dir() {
+        !matches!(name, "tests" | "__pycache__")
+    } else {
+        p.is_file() && !name.ends_with(".pyc")
+    }
 }
 
 fn install_helpers(data: &Path, hooks: &Path) -> anyhow::Result<()> {

@@ -33,6 +33,8 @@ pub struct FakeHost {
     caps: Capabilities,
     loops: usize,
     fail_undo: Option<Entry>,
+    /// Mounts made behind the journal's back (by a hook), until undone.
+    foreign: Vec<PathBuf>,
 }
 
 impl FakeHost {
@@ -48,12 +50,19 @@ impl FakeHost {
             },
             loops: 0,
             fail_undo: None,
+            foreign: Vec::new(),
         }
     }
 
     /// Undoing `e` fails ("busy"), as a mount in use would.
     pub fn fail_undo(mut self, e: Entry) -> Self {
         self.fail_undo = Some(e);
+        self
+    }
+
+    /// A mount at `target` that a hook made, not the journal.
+    pub fn with_foreign_mount(mut self, target: impl Into<PathBuf>) -> Self {
+        self.foreign.push(target.into());
         self
     }
 
@@ -131,6 +140,9 @@ impl Host for FakeHost {
         if self.fail_undo.as_ref() == Some(entry) {
             anyhow::bail!("busy");
         }
+        if let Entry::Mount(p) = entry {
+            self.foreign.retain(|m| m != p);
+        }
         // Files in the tree are real (a scratch directory): undo those for real.
         match entry {
             Entry::CreatedFile(_)
@@ -142,6 +154,17 @@ impl Host for FakeHost {
     }
 
     fn stop_orphans(&mut self) {}
+
+    fn mounts_under(&self, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+        let mut v: Vec<PathBuf> = self
+            .foreign
+            .iter()
+            .filter(|m| m.starts_with(dir))
+            .cloned()
+            .collect();
+        v.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        Ok(v)
+    }
 
     fn capabilities(&self) -> Capabilities {
         self.caps

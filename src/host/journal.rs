@@ -259,6 +259,46 @@ impl Journal {
         errors_to_result(errors)
     }
 
+    /// Unmounts what hooks mounted below `root` themselves (a package cache
+    /// bind, a pip cache), deepest first, as DIB's unmount_dir does after
+    /// post-root.d and at the end of a build; the journal's own mounts are
+    /// left to it. Returns what was unmounted.
+    pub fn unmount_strays(&mut self, root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+        let strays = self.strays_under(root)?;
+        for m in &strays {
+            log::warn(&format!(
+                "a hook left {} mounted; unmounting it, as diskimage-builder does",
+                m.display()
+            ));
+            self.host.undo(&Entry::Mount(m.clone()))?;
+        }
+        Ok(strays)
+    }
+
+    /// Mounts below `root` (not `root` itself) that the journal did not
+    /// make, deepest first.
+    pub fn strays_under(&self, root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+        // Compared as real paths: the mount table has no symlinks in it.
+        let real = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        let mut ours: std::collections::HashSet<PathBuf> = self
+            .entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Mount(p) => Some(real(p)),
+                _ => None,
+            })
+            .collect();
+        // The root itself is the caller's (an overlay, the mounted image).
+        ours.insert(real(root));
+        let strays: Vec<PathBuf> = self
+            .host
+            .mounts_under(root)?
+            .into_iter()
+            .filter(|m| !ours.contains(&real(m)))
+            .collect();
+        Ok(strays)
+    }
+
     /// Undoes everything in reverse; keeps going past failures and reports them all.
     pub fn close(mut self) -> anyhow::Result<()> {
         self.undo_all()
@@ -369,6 +409,33 @@ mod tests {
         );
         let text = fs::read_to_string(d.path().join("j")).unwrap();
         assert!(text.is_empty());
+    }
+
+    #[test]
+    fn strays_below_the_root_are_unmounted_and_ours_are_left() {
+        let d = tempfile::tempdir().unwrap();
+        let host = FakeHost::new()
+            .with_foreign_mount("/t/tmp/yum")
+            .with_foreign_mount("/t/tmp/yum/cache")
+            .with_foreign_mount("/elsewhere/x")
+            .with_foreign_mount("/t/proc");
+        let log = host.events.clone();
+        let mut j = Journal::create(d.path().join("j"), Box::new(host)).unwrap();
+        j.record(Entry::Mount("/t/proc".into())).unwrap();
+        let strays = j.unmount_strays(Path::new("/t")).unwrap();
+        assert_eq!(
+            strays,
+            [
+                PathBuf::from("/t/tmp/yum/cache"),
+                PathBuf::from("/t/tmp/yum")
+            ]
+        );
+        assert_eq!(
+            undone(&log),
+            ["mount\t/t/tmp/yum/cache", "mount\t/t/tmp/yum"]
+        );
+        assert_eq!(j.entries(), [Entry::Mount("/t/proc".into())]);
+        j.entries.clear();
     }
 
     #[test]

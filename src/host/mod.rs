@@ -56,6 +56,8 @@ pub trait Host: Send {
     fn undo(&mut self, entry: &Entry) -> anyhow::Result<()>;
     /// Stops what a hook left running outside the chroot.
     fn stop_orphans(&mut self);
+    /// Mount targets at or below `dir`, deepest first.
+    fn mounts_under(&self, dir: &Path) -> anyhow::Result<Vec<PathBuf>>;
     /// What the host offers.
     fn capabilities(&self) -> Capabilities;
 }
@@ -91,6 +93,10 @@ impl Host for RealHost {
 
     fn stop_orphans(&mut self) {
         procs::stop_orphans();
+    }
+
+    fn mounts_under(&self, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+        mount::mounts_under(dir)
     }
 
     fn capabilities(&self) -> Capabilities {

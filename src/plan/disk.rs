@@ -72,23 +72,7 @@ impl From<BlockDevError> for DiskError {
 pub fn plan(inputs: &DiskInputs) -> Result<DiskPlan, DiskError> {
     let options = load_options(inputs)?;
     let graph = blockdev::load_config(config_source(inputs), &options)?;
-    if graph.local_loops().count() != 1 {
-        return Err(UsageError(format!(
-            "{}: the config has {} local_loop images; dib-create builds exactly one image per build \
-             (split the layout into one config per image)",
-            graph.source(),
-            graph.local_loops().count()
-        ))
-        .into());
-    }
-    if graph.root_filesystem().is_none() {
-        return Err(UsageError(format!(
-            "{}: no filesystem is mounted at /; the image's tree needs a root filesystem \
-             (add `mount: {{mount_point: /}}` under the root's mkfs)",
-            graph.source()
-        ))
-        .into());
-    }
+    check_buildable(&graph)?;
     let disk = DiskPlan {
         graph,
         size: size_options(inputs.cli)?,
@@ -96,6 +80,27 @@ pub fn plan(inputs: &DiskInputs) -> Result<DiskPlan, DiskError> {
     // Fixed sizes must fit at least the image an empty tree would get.
     disk.image_size(0)?;
     Ok(disk)
+}
+
+/// What a build needs of a valid config beyond DIB's own checks: one
+/// image, and a filesystem at `/` for the tree.
+pub(crate) fn check_buildable(graph: &Graph) -> Result<(), UsageError> {
+    if graph.local_loops().count() != 1 {
+        return Err(UsageError(format!(
+            "{}: the config has {} local_loop images; dib-create builds exactly one image per build \
+             (split the layout into one config per image)",
+            graph.source(),
+            graph.local_loops().count()
+        )));
+    }
+    if graph.root_filesystem().is_none() {
+        return Err(UsageError(format!(
+            "{}: no filesystem is mounted at /; the image's tree needs a root filesystem \
+             (add `mount: {{mount_point: /}}` under the root's mkfs)",
+            graph.source()
+        )));
+    }
+    Ok(())
 }
 
 /// Where the config comes from, in DIB's order.
@@ -151,10 +156,12 @@ fn load_options(inputs: &DiskInputs) -> Result<LoadOptions, UsageError> {
                 .get("DIB_ROOT_FSTYPE")
                 .cloned()
                 .unwrap_or_else(|| "ext4".into()),
-            label: cli
-                .root_label
-                .clone()
-                .or_else(|| env.get("DIB_ROOT_LABEL").cloned()),
+            // Only `--root-label`, as DIB's `root-label` parameter. The
+            // DIB_ROOT_LABEL of the environment is a default chosen by
+            // DIB_ROOT_FSTYPE before the config is read (cloudimg-rootfs for
+            // ext4, too long for an xfs root the config asks for); an
+            // unlabelled root gets its default from its own type instead.
+            label: cli.root_label.clone(),
             mkfs_options: cli.mkfs_options.clone(),
             journal_size_mib: journal,
             max_online_resize: cli.max_online_resize.map(|n| n.to_string()),
@@ -188,4 +195,58 @@ fn size_options(cli: &Cli) -> Result<SizeOptions, UsageError> {
         image_extra_size_mib: cli.image_extra_size,
         journal_size_mib: cli.mkfs_journal_size,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The root filesystem of `config` as the plan reads it, with the hook
+    /// environment's defaults (DIB_ROOT_FSTYPE=ext4, DIB_ROOT_LABEL) in place.
+    fn root_label(args: &[&str], config: &str) -> Result<String, DiskError> {
+        let cli = Cli::try_parse_from(
+            ["dib-create"]
+                .into_iter()
+                .chain(args.iter().copied())
+                .chain(["vm"]),
+        )
+        .unwrap();
+        let caller = BTreeMap::from([("DIB_BLOCK_DEVICE_CONFIG".into(), config.to_string())]);
+        let env = super::super::env::hook_env(&cli, &caller, "amd64", &[], &[]);
+        let disk = plan(&DiskInputs {
+            cli: &cli,
+            hook_env: &env,
+            resolved_env: &env,
+            elements: &[],
+            arch: "amd64",
+        })?;
+        let (_, fs) = disk.graph.root_filesystem().unwrap();
+        Ok(fs.label.clone())
+    }
+
+    const XFS_ROOT: &str = "\
+- local_loop:
+    name: image0
+    mkfs:
+      name: mkfs_root
+      type: xfs
+      mount:
+        mount_point: /
+";
+
+    #[test]
+    fn unlabelled_xfs_root_is_img_rootfs() {
+        // DIB's blockdevice.py picks the default by the root's own type, not
+        // by DIB_ROOT_FSTYPE (ext4 here, whose default is too long for xfs).
+        assert_eq!(root_label(&[], XFS_ROOT).unwrap(), "img-rootfs");
+        let ext4 = XFS_ROOT.replace("xfs", "ext4");
+        assert_eq!(root_label(&[], &ext4).unwrap(), "cloudimg-rootfs");
+        let untyped = XFS_ROOT.replace("      type: xfs\n", "");
+        assert_eq!(root_label(&[], &untyped).unwrap(), "cloudimg-rootfs");
+        assert_eq!(root_label(&["--root-label", "r"], XFS_ROOT).unwrap(), "r");
+        // An explicit label that xfs cannot hold is still refused.
+        let err = root_label(&["--root-label", "cloudimg-rootfs"], XFS_ROOT).unwrap_err();
+        assert!(err.to_string().contains("at most 12"), "{err}");
+    }
 }

@@ -10,16 +10,19 @@
 
 mod boot;
 mod disk;
+#[cfg(test)]
+pub(crate) use disk::check_buildable;
 mod env;
 mod outputs;
 mod release;
 mod render;
 mod settings;
+mod upstream;
 pub mod validate;
 
 pub use boot::BootPlan;
 pub use disk::{DiskError, DiskPlan};
-pub use env::{hook_env, search_dirs};
+pub use env::{PROXY_ENV, element_info_script, hook_env, search_dirs};
 pub use outputs::{KINDS, OutputError, OutputKind, Source, kind_at, outputs, wants_disk};
 pub use render::render_text;
 pub use settings::{EpochFrom, FinaliseOn, PhaseCacheSettings, Settings};
@@ -84,6 +87,10 @@ pub struct Plan {
     pub packages: BTreeMap<String, PhasePackages>,
     /// Files to produce.
     pub outputs: Vec<OutputSpec>,
+    /// False when the `no-final-image` element is chosen: every phase runs
+    /// (the disk too, for hooks that read it), but no image file is written;
+    /// what the hooks themselves write beside it (kernel, initrd) is the result.
+    pub final_image: bool,
     pub output_options: OutputOptions,
     /// Target architecture (dpkg naming).
     pub arch: String,
@@ -125,17 +132,25 @@ impl Plan {
         )
     }
 
+    /// The outputs the build writes: none under `no-final-image`.
+    pub fn written_outputs(&self) -> impl Iterator<Item = &OutputSpec> {
+        self.outputs.iter().filter(|_| self.final_image)
+    }
+
     /// The block-device config, when the build makes a disk.
     pub fn disk(&self) -> Option<&DiskPlan> {
         self.block_device.as_ref()
     }
 }
 
+/// The element that asks for no image file (DIB checks IMAGE_ELEMENT for it).
+pub const NO_FINAL_IMAGE: &str = "no-final-image";
+
 /// The packages key holding the `-p` packages (installed after install.d).
 pub const EXTRA_PACKAGES: &str = "extra";
 
 /// Hook variables that name per-build host paths.
-pub const PER_BUILD: &[&str] = &["DIB_IMAGE_CACHE", "DIB_MANIFEST_SAVE_DIR"];
+pub const PER_BUILD: &[&str] = &["DIB_IMAGE_CACHE", "DIB_LOCKFILES", "DIB_MANIFEST_SAVE_DIR"];
 
 /// Why a plan could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -207,6 +222,11 @@ pub fn build_with_env(cli: &Cli, caller: &BTreeMap<String, String>) -> Result<Pl
         .iter()
         .filter_map(|n| set.get(n).map(|e| (n.clone(), e.path.clone())))
         .collect();
+    upstream::check(
+        &element_list,
+        &set.overridden,
+        &crate::paths::elements_dir(),
+    )?;
     let hooks = element::collect_hooks(&element_list)?;
     let environment = element::collect_environment(&element_list)?;
     let mut hook_env = hook_env(cli, caller, &arch, &element_list, &dirs);
@@ -243,6 +263,7 @@ pub fn build_with_env(cli: &Cli, caller: &BTreeMap<String, String>) -> Result<Pl
         validate::docker_target(&docker_target)?;
     }
     let boot = boot::plan(cli, &outputs, block_device.as_ref(), &elements, &arch)?;
+    let final_image = !elements.iter().any(|e| e == NO_FINAL_IMAGE);
     let element_overrides = elements
         .iter()
         .filter_map(|n| Some((n.clone(), set.overridden.get(n)?.clone())))
@@ -257,6 +278,7 @@ pub fn build_with_env(cli: &Cli, caller: &BTreeMap<String, String>) -> Result<Pl
         hooks,
         environment,
         packages,
+        final_image,
         outputs,
         output_options: OutputOptions {
             compress_qcow2: !cli.uncompressed,

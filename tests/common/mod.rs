@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod chromium;
+pub mod upstream;
 
 use libtest_mimic::{Failed, Trial};
 use std::path::{Path, PathBuf};
@@ -33,6 +34,8 @@ pub enum Need {
     File(&'static str),
     /// The host's machine architecture (`uname -m`).
     HostArch(&'static str),
+    /// diskimage-builder itself, importable by python3 (its elements too).
+    Upstream,
 }
 
 impl Need {
@@ -50,6 +53,7 @@ impl Need {
             Need::File(f) => (!Path::new(f).exists()).then(|| format!("needs {f}")),
             Need::HostArch(a) => (std::env::consts::ARCH != *a)
                 .then(|| format!("needs an {a} host (this is {})", std::env::consts::ARCH)),
+            Need::Upstream => upstream::unavailable(),
             Need::ForeignArch(a) => {
                 let q = match *a {
                     "arm64" => "qemu-aarch64-static",

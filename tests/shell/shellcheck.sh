@@ -12,5 +12,5 @@ for f in elements/*/*.d/* lib/chroot-bin/* lib/host-bin/* tests/shell/*.sh; do
     [ -f "$f" ] && files+=("$f")
 done
 shellcheck -x "${files[@]}"
-(cd lib/dib && shellcheck -x -s bash die common-defaults img-defaults ramdisk-defaults common-functions img-functions)
+(cd lib/dib && shellcheck -x -s bash die common-defaults img-defaults ramdisk-defaults common-functions img-functions ramdisk-functions)
 echo "ok: shellcheck clean (${#files[@]} files + \$_LIB)"
