@@ -4,7 +4,8 @@
 //! variables under `set -u`, the documented pass-through variables,
 //! environment.d in DIB's byte order, mounts a hook leaves behind, an
 //! element's own `bin/install-packages`, `no-final-image` with a relative
-//! `-o`.
+//! `-o`, a cloud-image OS element unpacking a local disk image with
+//! `extract-image`.
 
 mod common;
 
@@ -51,6 +52,18 @@ fn main() {
             "no_final_image_with_a_relative_output_keeps_what_hooks_wrote",
             &[Need::Root],
             no_final_image,
+        ),
+        trial(
+            "a_cloud_image_element_unpacks_a_local_qcow2",
+            &[
+                Need::Root,
+                Need::LoopDevices,
+                Need::Tool("mke2fs"),
+                Need::Tool("sfdisk"),
+                Need::Tool("qemu-img"),
+                Need::Tool("mcopy"),
+            ],
+            local_cloud_image,
         ),
     ];
     libtest_mimic::run(&args, tests).exit();
@@ -304,4 +317,119 @@ fn no_final_image() -> Result<(), Failed> {
         return Err("no-final-image still wrote img.tar".into());
     }
     assert_clean(s.path())
+}
+
+/// What the cloud-image OS elements (centos, fedora, rhel, opensuse; ubuntu
+/// for an image that is no squashfs) do: root.d unpacks DIB_LOCAL_IMAGE with
+/// `$TMP_HOOKS_PATH/bin/extract-image`, here a qcow2 made by dib-create with
+/// an ESP, which this kernel cannot mount (no vfat) and no device-mapper.
+fn local_cloud_image() -> Result<(), Failed> {
+    let s = Scratch::new("dib-create-contract-");
+    let cache = s.path().join("cache");
+    let base = s.path().join("base");
+    let build_base = |mode: &str| -> Result<(), Failed> {
+        hook(
+            &s,
+            "marked",
+            "install.d",
+            &format!(
+                "install -o 1234 -g 5678 -m {mode} /etc/os-release /etc/marker\n\
+                 mkdir -p /boot/efi/EFI/test\necho on-the-esp > /boot/efi/EFI/test/marker"
+            ),
+        );
+        let o = s
+            .command()
+            .env("DIB_IMAGE_CACHE", &cache)
+            .args(["-n", "--image-size", "0.7", "-t", "qcow2", "-o"])
+            .arg(&base)
+            .args(["fake-os", "block-device-efi", "marked"])
+            .output()?;
+        ok(&o)
+    };
+    build_base("0640")?;
+    // An OS element as centos's: sysprep (through redhat-common there)
+    // brings bin/extract-image.
+    write(&s, "local-cloud/element-deps", "sysprep\n", 0o644);
+    write(
+        &s,
+        "local-cloud/element-provides",
+        "operating-system\n",
+        0o644,
+    );
+    write(
+        &s,
+        "local-cloud/environment.d/10-local-cloud",
+        "export DISTRO_NAME=fake\nexport DIB_RELEASE=none\n",
+        0o644,
+    );
+    hook(
+        &s,
+        "local-cloud",
+        "root.d",
+        r#"f=$(basename "$DIB_LOCAL_IMAGE")
+"$TMP_HOOKS_PATH/bin/extract-image" "$f" "$f.tgz" "$DIB_LOCAL_IMAGE" "$DIB_LOCAL_IMAGE""#,
+    );
+    let img = s.path().join("img");
+    let from_local = |log_says: &str, mode: u32| -> Result<(), Failed> {
+        let o = s
+            .command()
+            .env("DIB_LOCAL_IMAGE", base.with_extension("qcow2"))
+            .env("DIB_IMAGE_CACHE", &cache)
+            .args(["-n", "-t", "tar", "-o"])
+            .arg(&img)
+            .arg("local-cloud")
+            .output()?;
+        ok(&o)?;
+        let log = String::from_utf8_lossy(&o.stderr);
+        if !log.contains(log_says) {
+            let tail = common::tail(&log, 30);
+            return Err(format!("the log does not say {log_says:?}:\n{tail}").into());
+        }
+        check_unpacked(&img.with_extension("tar"), mode)
+    };
+    from_local("extract-image: packing its tree into", 0o640)?;
+    from_local("reused the outputs of an identical earlier build", 0o640)?;
+    // The same DIB_LOCAL_IMAGE path with another image in it: the phase
+    // cache keys the file's content, and extract-image packs it again.
+    build_base("0600")?;
+    from_local("extract-image: packing its tree into", 0o600)?;
+    assert_clean(s.path())
+}
+
+/// The base image's tree, with its owners, and its ESP's file.
+fn check_unpacked(tar_path: &std::path::Path, mode: u32) -> Result<(), Failed> {
+    use std::io::Read;
+    let mut ar = tar::Archive::new(fs::File::open(tar_path)?);
+    let (mut marker, mut esp, mut bash) = (None, None, false);
+    for e in ar.entries()? {
+        let mut e = e?;
+        let path = e
+            .path()?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        let h = e.header();
+        match path.as_str() {
+            "etc/marker" => marker = Some((h.uid()?, h.gid()?, h.mode()? & 0o7777)),
+            "boot/efi/EFI/test/marker" => {
+                let mut t = String::new();
+                e.read_to_string(&mut t)?;
+                esp = Some(t);
+            }
+            "bin/bash" => bash = true,
+            _ => {}
+        }
+    }
+    if marker != Some((1234, 5678, mode)) {
+        return Err(
+            format!("etc/marker: {marker:?}, expected uid 1234, gid 5678, mode {mode:o}").into(),
+        );
+    }
+    if esp.as_deref() != Some("on-the-esp\n") {
+        return Err(format!("the ESP's file: {esp:?}").into());
+    }
+    if !bash {
+        return Err("bin/bash of the base image is missing".into());
+    }
+    Ok(())
 }

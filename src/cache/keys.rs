@@ -108,13 +108,30 @@ pub fn output_key(final_tree_key: &str, c: &Components) -> String {
     digest(&[final_tree_key, &base_key(c)])
 }
 
-/// The hook environment as components, without [`VOLATILE_ENV`] and the proxies.
+/// The hook environment as components, without [`VOLATILE_ENV`] and the
+/// proxies. A value that is the absolute path of a regular file
+/// (DIB_LOCAL_IMAGE, DIB_DEV_USER_AUTHORIZED_KEYS...) is keyed by the file's
+/// content as well: the same path with a new file must not reuse a snapshot.
 pub fn env_components(env: &BTreeMap<String, String>) -> Components {
-    env.iter()
-        // The proxies say where packages come through, not what they are.
-        .filter(|(k, _)| !VOLATILE_ENV.contains(&k.as_str()) && !PROXY_ENV.contains(&k.as_str()))
-        .map(|(k, v)| (format!("env {k}"), digest(&[v])))
-        .collect()
+    let mut c = Components::new();
+    // The proxies say where packages come through, not what they are.
+    let keyed = env
+        .iter()
+        .filter(|(k, _)| !VOLATILE_ENV.contains(&k.as_str()) && !PROXY_ENV.contains(&k.as_str()));
+    for (k, v) in keyed {
+        c.insert(format!("env {k}"), digest(&[v]));
+        if let Some(file) = named_file(v) {
+            c.insert(format!("env-file {k}"), file_digest(file));
+        }
+    }
+    c
+}
+
+/// The file a variable's value names, when it is one absolute path of a
+/// regular file.
+fn named_file(value: &str) -> Option<&std::path::Path> {
+    let p = std::path::Path::new(value);
+    (p.is_absolute() && p.is_file()).then_some(p)
 }
 
 /// The element files as components: for each element, every file except
@@ -285,6 +302,24 @@ mod tests {
         let a = chain("base-1", &[("root.d", &[("10-r", "r")])]);
         let b = chain("base-2", &[("root.d", &[("10-r", "r")])]);
         assert!(a.iter().zip(&b).all(|(x, y)| x != y));
+    }
+
+    #[test]
+    fn a_variable_naming_a_file_is_keyed_by_its_content() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("base.qcow2");
+        std::fs::write(&f, "one").unwrap();
+        let env = BTreeMap::from([("DIB_LOCAL_IMAGE".to_string(), f.display().to_string())]);
+        let before = env_components(&env);
+        std::fs::write(&f, "two").unwrap();
+        let after = env_components(&env);
+        assert_eq!(before["env DIB_LOCAL_IMAGE"], after["env DIB_LOCAL_IMAGE"]);
+        assert_ne!(
+            before["env-file DIB_LOCAL_IMAGE"],
+            after["env-file DIB_LOCAL_IMAGE"]
+        );
+        let words = BTreeMap::from([("DIB_RELEASE".to_string(), "bookworm".to_string())]);
+        assert_eq!(env_components(&words).len(), 1);
     }
 
     #[test]
