@@ -22,8 +22,10 @@ export DIB_DEBIAN_SECURITY_MIRROR
 export DIB_DEBIAN_COMPONENTS=${DIB_DEBIAN_COMPONENTS:-main}
 export DIB_DEBIAN_COMPONENTS_WS=${DIB_DEBIAN_COMPONENTS//,/ }
 
-# Packages bootstrapped into every Debian image.
-export DIB_DEBOOTSTRAP_INCLUDE=${DIB_DEBOOTSTRAP_INCLUDE:-systemd-sysv,busybox,sudo,gnupg,python3}
+# Packages bootstrapped into every Debian image. The bootstrap installs no
+# Recommends, so systemd's own are named: dbus (hostnamectl, timedatectl,
+# logind), time sync, and the PAM and NSS modules, as DIB's images have them.
+export DIB_DEBOOTSTRAP_INCLUDE=${DIB_DEBOOTSTRAP_INCLUDE:-systemd-sysv,dbus,systemd-timesyncd,libpam-systemd,libnss-systemd,busybox,sudo,gnupg,python3}
 
 if [ -z "${DIB_APT_SOURCES_CONF:-}" ]; then
     case $DIB_RELEASE in
