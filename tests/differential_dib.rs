@@ -486,8 +486,7 @@ fn build_both(set: &Set, work: &Path) -> Result<(f64, f64), Failed> {
     // Our test elements (host-ca) come first for both tools.
     let test_elements = repo().join("tests/differential/elements");
     let shared = |c: &mut Command| {
-        c.args(["-t", "tar"])
-            .envs(set.env.iter().copied())
+        c.envs(set.env.iter().copied())
             .envs(repolocations.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             // Both keep their bootstrap between runs.
             .env("DIB_DEBOOTSTRAP_CACHE", "1")
@@ -497,9 +496,11 @@ fn build_both(set: &Set, work: &Path) -> Result<(f64, f64), Failed> {
     };
 
     // Ours first: for Ubuntu it fetches the keyring DIB then uses.
+    // DIB makes its tar from the mounted disk after finalise, with the
+    // bootloader's files; for a disk set ours is read back from our disk.
     let mut ours = common::dib_create();
     shared(&mut ours);
-    ours.env(
+    ours.args(["-t", if set.disk { "raw" } else { "tar" }]).env(
         "ELEMENTS_PATH",
         format!(
             "{}:{}:{}",
@@ -516,10 +517,13 @@ fn build_both(set: &Set, work: &Path) -> Result<(f64, f64), Failed> {
     .args(TEST_ELEMENTS)
     .args(set.elements);
     let ours_secs = build(ours, &work.join("ours.log"), "dib-create")?;
+    if set.disk {
+        disk_as_tar(&work.join("ours.raw"), &work.join("ours.tar"), work)?;
+    }
 
     let mut dib = Command::new("disk-image-create");
     shared(&mut dib);
-    dib.env("ELEMENTS_PATH", &test_elements)
+    dib.args(["-t", "tar"]).env("ELEMENTS_PATH", &test_elements)
         .env("DIB_IMAGE_CACHE", dib_cache())
         .arg("-o")
         .arg(work.join("dib"))
@@ -552,6 +556,37 @@ fn build_both(set: &Set, work: &Path) -> Result<(f64, f64), Failed> {
 
     common::assert_clean(work)?;
     Ok((dib_secs, ours_secs))
+}
+
+/// The tree of a disk image as a tar, read back with our extract-image (the
+/// root filesystem with /boot and /boot/efi, numeric owners).
+fn disk_as_tar(raw: &Path, tar: &Path, work: &Path) -> Result<(), Failed> {
+    let tree = work.join("disk-tree");
+    let cache = work.join("disk-tree-cache");
+    fs::create_dir_all(&tree).map_err(|e| e.to_string())?;
+    fs::create_dir_all(&cache).map_err(|e| e.to_string())?;
+    let name = "ours.raw";
+    let mut c = Command::new(repo().join("elements/sysprep/bin/extract-image"));
+    c.args([name, "ours.raw.tgz"])
+        .arg(raw)
+        .arg(raw)
+        .env("DIB_LOCAL_IMAGE", raw)
+        .env("TARGET_ROOT", &tree)
+        .env("DIB_IMAGE_CACHE", &cache)
+        .env("TMP_BUILD_DIR", work);
+    common::run_ok(c)?;
+    let mut c = Command::new("tar");
+    c.arg("-C")
+        .arg(&tree)
+        .args(["--numeric-owner", "-cf"])
+        .arg(tar)
+        .arg(".");
+    common::run_ok(c)?;
+    for d in [&tree, &cache] {
+        fs::remove_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    let _ = fs::remove_file(raw);
+    Ok(())
 }
 
 fn run_set(set: &Set) -> Result<(), Failed> {
