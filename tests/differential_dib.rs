@@ -500,22 +500,23 @@ fn build_both(set: &Set, work: &Path) -> Result<(f64, f64), Failed> {
     // bootloader's files; for a disk set ours is read back from our disk.
     let mut ours = common::dib_create();
     shared(&mut ours);
-    ours.args(["-t", if set.disk { "raw" } else { "tar" }]).env(
-        "ELEMENTS_PATH",
-        format!(
-            "{}:{}:{}",
-            test_elements.display(),
-            repo().join("elements").display(),
-            dib_elements.display()
-        ),
-    )
-    .env("DIB_IMAGE_CACHE", common::test_cache())
-    .env("DIB_CREATE_BUILD_ROOT", work.join("builds"))
-    .envs(set.ours_env.iter().copied())
-    .arg("-o")
-    .arg(work.join("ours"))
-    .args(TEST_ELEMENTS)
-    .args(set.elements);
+    ours.args(["-t", if set.disk { "raw" } else { "tar" }])
+        .env(
+            "ELEMENTS_PATH",
+            format!(
+                "{}:{}:{}",
+                test_elements.display(),
+                repo().join("elements").display(),
+                dib_elements.display()
+            ),
+        )
+        .env("DIB_IMAGE_CACHE", common::test_cache())
+        .env("DIB_CREATE_BUILD_ROOT", work.join("builds"))
+        .envs(set.ours_env.iter().copied())
+        .arg("-o")
+        .arg(work.join("ours"))
+        .args(TEST_ELEMENTS)
+        .args(set.elements);
     let ours_secs = build(ours, &work.join("ours.log"), "dib-create")?;
     if set.disk {
         disk_as_tar(&work.join("ours.raw"), &work.join("ours.tar"), work)?;
@@ -523,7 +524,8 @@ fn build_both(set: &Set, work: &Path) -> Result<(f64, f64), Failed> {
 
     let mut dib = Command::new("disk-image-create");
     shared(&mut dib);
-    dib.args(["-t", "tar"]).env("ELEMENTS_PATH", &test_elements)
+    dib.args(["-t", "tar"])
+        .env("ELEMENTS_PATH", &test_elements)
         .env("DIB_IMAGE_CACHE", dib_cache())
         .arg("-o")
         .arg(work.join("dib"))
