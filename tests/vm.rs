@@ -2,9 +2,9 @@
 //! - `debian-minimal vm devuser growroot` for amd64, once for BIOS
 //!   (block-device-mbr) and once for UEFI (block-device-efi);
 //! - the same for arm64, built on this host through qemu-user, where `vm`
-//!   picks block-device-efi and GRUB for arm64-efi, inspected in CI and
-//!   booted in `qemu-system-aarch64 -M virt` with the AAVMF firmware by
-//!   scripts/test-long (`--ignored`);
+//!   picks block-device-efi and GRUB for arm64-efi, booted in
+//!   `qemu-system-aarch64 -M virt` with the AAVMF firmware (built, inspected
+//!   and booted by scripts/test-long, `--ignored`: emulated arm64 is slow);
 //! - `debian-minimal rpi3 devuser` for a Raspberry Pi 3, booted in
 //!   `qemu-system-aarch64 -M raspi3b` from its own firmware partition.
 //!
@@ -557,8 +557,12 @@ fn main() {
     tests.push(trial("uefi_report_shows_the_build", &report, move || {
         report_shows_the_build(Target::Uefi)
     }));
+    // Emulated arm64 takes many minutes per build and boot: CI builds,
+    // inspects and boots the Raspberry Pi image; the arm64 vm image (its own
+    // bootstrap under qemu-user, then GRUB arm64-efi) is built, inspected and
+    // booted in scripts/test-long (--ignored).
     for t in [Target::Arm64Uefi, Target::Rpi3] {
-        tests.push(trial(
+        let inspected = trial(
             &format!("{}_image_inspected", t.name()),
             &needs(t),
             move || {
@@ -568,20 +572,14 @@ fn main() {
                     &workdir().join(format!("{}-inspect", t.name())),
                 )
             },
-        ));
-        let boot = trial(
+        );
+        let booted = trial(
             &format!("{}_boots_logs_in_and_grows", t.name()),
             &needs(t),
             move || boots_logs_in_and_grows(t),
         );
-        // Emulated arm64 boots take minutes: CI boots the Raspberry Pi image
-        // and inspects the arm64 vm image without booting it; that boot runs
-        // in scripts/test-long (--ignored).
-        tests.push(if t == Target::Arm64Uefi {
-            boot.with_ignored_flag(true)
-        } else {
-            boot
-        });
+        let in_ci = t == Target::Rpi3;
+        tests.extend([inspected, booted].map(|x| x.with_ignored_flag(!in_ci)));
     }
     let conclusion = libtest_mimic::run(&args, tests);
     let dir = workdir();
