@@ -75,6 +75,16 @@ fn main() {
             &fast,
             logical_partitions,
         ),
+        trial(
+            "dib_lvm_configs_build_without_device_mapper",
+            &lvm_needs(),
+            dib_lvm_configs,
+        ),
+        trial(
+            "lvm_thin_pools_and_overfull_groups_are_refused",
+            &lvm_needs(),
+            lvm_refusals,
+        ),
     ];
     // CI builds only the GPT layout for BIOS here: tests/vm.rs builds and
     // boots debian-minimal on block-device-mbr and block-device-efi, so the
@@ -92,6 +102,17 @@ fn main() {
         });
     }
     libtest_mimic::run(&args, tests).exit();
+}
+
+fn lvm_needs() -> Vec<Need> {
+    vec![
+        Need::Root,
+        Need::LoopDevices,
+        Need::Upstream,
+        Need::Installed("lvs", "lvm2"),
+        Need::Tool("mkfs.xfs"),
+        Need::Tool("xfs_repair"),
+    ]
 }
 
 fn cmd(prog: &str, args: &[&str]) -> Command {
@@ -646,4 +667,313 @@ fn legacy_block_device() -> Result<(), Failed> {
         return Err(format!("expected a refusal (exit 2):\n{}", common::tail(&err, 10)).into());
     }
     s.assert_nothing_left(&[out.with_extension("raw")])
+}
+
+// ---- LVM, without device-mapper ----------------------------------------------
+
+/// DIB's `lvm_*` test configs (from the installed diskimage-builder) that
+/// build; `lvm_tree_multiple_partitions` is refused when read (see
+/// src/blockdev/dib_configs.rs), and the two below are refused at build time.
+const DIB_LVM_CONFIGS: &[&str] = &[
+    "lvm_tree",
+    "lvm_graph",
+    "lvm_tree_multiple_pv",
+    "lvm_tree_multiple_pv_vg",
+    "lvm_tree_partition_ordering",
+];
+
+fn dib_config(name: &str) -> Result<String, Failed> {
+    let dir = common::upstream::elements_dir()?
+        .parent()
+        .ok_or("no DIB package directory")?
+        .join("block_device/tests/config");
+    Ok(std::fs::read_to_string(dir.join(format!("{name}.yaml")))?)
+}
+
+/// DIB's config with ext4 for xfs: its configs give xfs to 100 MiB volumes,
+/// and mkfs.xfs makes none under 300 MiB since xfsprogs 5.19 (DIB fails
+/// there too). The layout is what these tests read back; xfs on logical
+/// volumes is built in the shipped efi-lvm layout.
+fn dib_config_on_ext4(name: &str) -> Result<String, Failed> {
+    Ok(dib_config(name)?
+        .replace("type: \"xfs\"", "type: ext4")
+        .replace("type: xfs", "type: ext4"))
+}
+
+/// Builds fake-os on DIB's LVM config `name` into a raw image; the image
+/// and a hash of the host's /etc/lvm from before the build.
+fn build_on_config(
+    s: &Scratch,
+    name: &str,
+    config: &str,
+) -> Result<(std::process::Output, String), Failed> {
+    let mut c = s.command();
+    c.env("DIB_BLOCK_DEVICE_CONFIG", config)
+        .args(["-n", "-t", "raw", "-o"])
+        .arg(s.path().join(name))
+        .arg("fake-os");
+    let before = etc_lvm_state();
+    Ok((c.output()?, before))
+}
+
+/// Every file under the host's /etc/lvm with its contents' hash.
+fn etc_lvm_state() -> String {
+    let o = Command::new("sh")
+        .args([
+            "-c",
+            "find /etc/lvm -type f -exec sha256sum {} + 2>/dev/null | sort",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string());
+    o.unwrap_or_default()
+}
+
+/// Read-only loop devices over every partition of `raw`, detached on drop.
+struct PartitionLoops {
+    devs: Vec<(String, u64)>,
+}
+
+impl PartitionLoops {
+    fn attach(raw: &Path, parts: &[serde_json::Value]) -> Result<Self, Failed> {
+        let mut me = PartitionLoops { devs: Vec::new() };
+        for p in parts {
+            let (start, size) = extent(p);
+            let mut c = Command::new("losetup");
+            c.args(["--find", "--show", "--read-only"])
+                .arg(format!("--offset={start}"))
+                .arg(format!("--sizelimit={size}"))
+                .arg(raw);
+            me.devs.push((run_ok(c)?.trim().to_string(), start));
+        }
+        Ok(me)
+    }
+}
+
+impl Drop for PartitionLoops {
+    fn drop(&mut self) {
+        for (d, _) in &self.devs {
+            let _ = Command::new("losetup").args(["-d", d]).status();
+        }
+    }
+}
+
+/// One lvm2 report (`lvs`, `pvs`) as JSON rows, read with a private
+/// configuration that sees only `devs` and writes nothing to /etc/lvm.
+fn lvm_report(
+    conf: &Path,
+    tool: &str,
+    fields: &str,
+    devs: &PartitionLoops,
+) -> Result<Vec<serde_json::Value>, Failed> {
+    let list: Vec<std::path::PathBuf> = devs.devs.iter().map(|(d, _)| d.into()).collect();
+    std::fs::create_dir_all(conf.join("lock"))?;
+    std::fs::write(
+        conf.join("lvm.conf"),
+        dib::host::lvm::render(&conf.join("lock"), &list),
+    )?;
+    let mut c = Command::new(tool);
+    c.env("LVM_SYSTEM_DIR", conf)
+        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
+        .args([
+            "--driverloaded",
+            "n",
+            "--reportformat",
+            "json",
+            "--units",
+            "b",
+            "--nosuffix",
+            "-o",
+            fields,
+        ]);
+    let text = run_ok(c)?;
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    let key = if tool == "lvs" { "lv" } else { "pv" };
+    Ok(v["report"][0][key].as_array().cloned().unwrap_or_default())
+}
+
+fn field(row: &serde_json::Value, k: &str) -> String {
+    row[k].as_str().unwrap_or_default().to_string()
+}
+
+/// What DIB's config asks of each lv: (vg, lv, bytes), from the config text
+/// and the groups' extent counts: DIB rounds a size down to whole extents,
+/// lvcreate a percentage too.
+fn wanted_lv_sizes(config: &str, vg_extents: &dyn Fn(&str) -> u64) -> Vec<(String, String, u64)> {
+    const EXTENT: u64 = 4 << 20;
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_str(config).unwrap_or_default();
+    let mut out = Vec::new();
+    for entry in docs.iter().filter_map(|d| d.get("lvm")) {
+        for lv in entry["lvs"].as_array().into_iter().flatten() {
+            let vg = lv["base"].as_str().unwrap_or_default().to_string();
+            let total = vg_extents(&vg);
+            let extents = match (lv["size"].as_str(), lv["extents"].as_str()) {
+                (Some(size), _) => dib::blockdev::size::parse_size(size).unwrap_or(0) / EXTENT,
+                (None, Some(e)) => {
+                    let pct: u64 = e.trim_end_matches("%VG").parse().unwrap_or(0);
+                    pct * total / 100
+                }
+                _ => 0,
+            };
+            out.push((
+                vg,
+                lv["name"].as_str().unwrap_or_default().to_string(),
+                extents * EXTENT,
+            ));
+        }
+    }
+    out
+}
+
+/// Each of DIB's LVM configs built on a host without device-mapper: lvs reads
+/// back the names and sizes the config asks for, every filesystem found at
+/// its volume's extents passes fsck, and /etc/lvm is as it was.
+fn dib_lvm_configs() -> Result<(), Failed> {
+    for name in DIB_LVM_CONFIGS {
+        let s = Scratch::new("dib-create-lvm-");
+        let (o, etc_before) = build_on_config(&s, name, &dib_config_on_ext4(name)?)?;
+        if !o.status.success() {
+            return Err(format!(
+                "{name}: build failed:\n{}",
+                common::tail(&String::from_utf8_lossy(&o.stderr), 30)
+            )
+            .into());
+        }
+        check_lvm_image(&s, name)?;
+        if etc_lvm_state() != etc_before {
+            return Err(format!("{name}: the build changed the host's /etc/lvm").into());
+        }
+        s.assert_nothing_left(&[])?;
+    }
+    Ok(())
+}
+
+fn check_lvm_image(s: &Scratch, name: &str) -> Result<(), Failed> {
+    let raw = s.path().join(format!("{name}.raw"));
+    let (_, _, parts) = partition_table(&raw)?;
+    let loops = PartitionLoops::attach(&raw, &parts)?;
+    let conf = s.path().join("lvm-readback");
+    let pvs = lvm_report(&conf, "pvs", "pv_name,vg_name,pe_start,pv_pe_count", &loops)?;
+    let lvs = lvm_report(
+        &conf,
+        "lvs",
+        "vg_name,lv_name,lv_size,seg_pe_ranges",
+        &loops,
+    )?;
+    let vg_extents = |vg: &str| -> u64 {
+        pvs.iter()
+            .filter(|p| field(p, "vg_name") == vg)
+            .map(|p| field(p, "pv_pe_count").parse::<u64>().unwrap_or(0))
+            .sum()
+    };
+    let wanted = wanted_lv_sizes(&dib_config_on_ext4(name)?, &vg_extents);
+    let got: Vec<(String, String, u64)> = lvs
+        .iter()
+        .map(|l| {
+            (
+                field(l, "vg_name"),
+                field(l, "lv_name"),
+                field(l, "lv_size").parse().unwrap_or(0),
+            )
+        })
+        .collect();
+    let sorted = |mut v: Vec<(String, String, u64)>| {
+        v.sort();
+        v
+    };
+    if sorted(got.clone()) != sorted(wanted.clone()) {
+        return Err(
+            format!("{name}: lvs reads back {got:?}, the config asks for {wanted:?}").into(),
+        );
+    }
+    for l in &lvs {
+        // `/dev/loopN:first-last`, one range: a linear volume on one pv.
+        let ranges = field(l, "seg_pe_ranges");
+        let (dev, span) = ranges
+            .split_once(':')
+            .ok_or(format!("{name}: pe ranges {ranges:?}"))?;
+        let first: u64 = span.split('-').next().unwrap_or("0").parse()?;
+        let pv = pvs
+            .iter()
+            .find(|p| field(p, "pv_name") == dev)
+            .ok_or("lv on an unknown pv")?;
+        let pe_start: u64 = field(pv, "pe_start").parse()?;
+        let part_start = loops
+            .devs
+            .iter()
+            .find(|(d, _)| d == dev)
+            .map(|(_, s)| *s)
+            .unwrap_or(0);
+        let offset = part_start + pe_start + first * (4 << 20);
+        let size: u64 = field(l, "lv_size").parse()?;
+        if check_filesystem_at(&raw, offset, size)?.is_none()
+            && !field(l, "lv_name").contains("swap")
+        {
+            return Err(format!(
+                "{name}: no filesystem at the extents of {}",
+                field(l, "lv_name")
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// What cannot be built without device-mapper is refused before any disk
+/// work, with the reason and the way out: thin pools by --dry-run already;
+/// a volume larger than what its group has, when the disk is laid out.
+fn lvm_refusals() -> Result<(), Failed> {
+    let s = Scratch::new("dib-create-lvm-");
+    let mut c = s.command();
+    c.env(
+        "DIB_BLOCK_DEVICE_CONFIG",
+        dib_config("lvm_tree_thin_provision")?,
+    )
+    .args(["--dry-run", "-t", "raw", "-o"])
+    .arg(s.path().join("thin"))
+    .arg("fake-os");
+    let o = c.output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    if o.status.code() != Some(2) || !err.contains("lv lv_thinpool is a thin-pool volume") {
+        return Err(format!(
+            "thin pool: expected exit 2 naming lv_thinpool, got {:?}:\n{err}",
+            o.status.code()
+        )
+        .into());
+    }
+    let (o, _) = build_on_config(&s, "lvm_tree", &dib_config("lvm_tree")?)?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    if o.status.code() != Some(2) || !err.contains("mkfs.xfs makes none smaller than 300 MiB") {
+        return Err(format!(
+            "xfs on 100 MiB: expected exit 2 naming the size, got {:?}:\n{}",
+            o.status.code(),
+            common::tail(&err, 20)
+        )
+        .into());
+    }
+    // 5 GB of partitions: 3G, then two of 1G (238 extents each), and lv_data
+    // needs all 476 of them: linear across the two, which device-mapper
+    // joins at boot but a build without it cannot fill (see lvm_spans).
+    let mut c = s.command();
+    c.env(
+        "DIB_BLOCK_DEVICE_CONFIG",
+        dib_config("lvm_tree_spanned_vg")?,
+    )
+    .args(["-n", "--image-size", "6", "-t", "raw", "-o"])
+    .arg(s.path().join("lvm_tree_spanned_vg"))
+    .arg("fake-os");
+    let o = c.output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    if o.status.code() != Some(2) || !err.contains("lv lv_data does not fit on one physical volume")
+    {
+        return Err(format!(
+            "spanned vg: expected exit 2 naming lv_data, got {:?}:\n{}",
+            o.status.code(),
+            common::tail(&err, 20)
+        )
+        .into());
+    }
+    s.assert_nothing_left(&[
+        s.path().join("lvm_tree_spanned_vg.raw"),
+        s.path().join("lvm_tree.raw"),
+    ])
 }

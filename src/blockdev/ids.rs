@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sha2::{Digest, Sha256};
 
 /// 32 bytes for `what`: sha256(seed, what) with a seed, random without.
-fn bytes(seed: Option<u64>, what: &str) -> [u8; 32] {
+pub fn bytes_for(seed: Option<u64>, what: &str) -> [u8; 32] {
     let mut h = Sha256::new();
     match seed {
         Some(s) => h.update(s.to_le_bytes()),
@@ -44,7 +44,7 @@ fn random_bytes() -> [u8; 32] {
 
 /// A version-4-shaped UUID in text order (RFC 4122 byte order).
 pub fn uuid_bytes(seed: Option<u64>, what: &str) -> [u8; 16] {
-    let b = bytes(seed, what);
+    let b = bytes_for(seed, what);
     let mut u = [0u8; 16];
     u.copy_from_slice(&b[..16]);
     u[6] = (u[6] & 0x0f) | 0x40;
@@ -97,7 +97,7 @@ pub fn to_gpt_bytes(u: &[u8; 16]) -> [u8; 16] {
 
 /// A non-zero MBR disk signature.
 pub fn mbr_signature(seed: Option<u64>, what: &str) -> [u8; 4] {
-    let b = bytes(seed, what);
+    let b = bytes_for(seed, what);
     let mut sig = [b[0], b[1], b[2], b[3]];
     if sig == [0; 4] {
         sig[0] = 1;

@@ -37,6 +37,13 @@ pub enum FillMode {
     Mounted,
 }
 
+/// The smallest device mkfs makes the filesystem on: xfsprogs refuses
+/// anything under 300 MiB since 5.19 (bookworm has 6.1; its message says
+/// "300MB").
+pub fn min_bytes(fstype: &str) -> Option<u64> {
+    (fstype == "xfs").then_some(300 << 20)
+}
+
 /// The fill mode used for `fstype` unless a caller asks otherwise.
 pub fn default_mode(fstype: &str) -> FillMode {
     match fstype {

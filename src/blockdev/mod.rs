@@ -47,6 +47,7 @@ pub mod error;
 pub mod fstab;
 pub mod graph;
 pub mod ids;
+pub mod lvm;
 pub mod mkfs;
 pub mod partition;
 pub mod sfdisk;

@@ -1150,3 +1150,121 @@ fn fstab_uuid_swap_and_missing_entries() {
         format!("UUID={uuid} none swap sw 0 0\n")
     );
 }
+
+// ---- LVM layouts (placed without device-mapper) ----------------------------
+
+fn lvm_layout(g: &Graph, sizes: &[(&str, u64)]) -> Result<lvm::Layout, String> {
+    let sizes = sizes.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    lvm::layout(g, &sizes, Some(1_700_000_000))
+}
+
+#[test]
+fn lvm_percent_extents_round_down_as_lvcreate_does() {
+    let g = shipped("efi-lvm");
+    // A 1025 MiB partition: 1 MiB of label and metadata, then 256 extents.
+    let l = lvm_layout(&g, &[("root", 1025 * MIB)]).unwrap();
+    let vg = &l.vgs[0];
+    assert_eq!(vg.pvs[0].pe_count, 256);
+    let counts: Vec<u64> = vg.lvs.iter().map(|lv| lv.extents()).collect();
+    // 23% and 57% of 256 round down; 20% would be 51 of the 52 left.
+    assert_eq!(counts, [58, 145, 51]);
+    let starts: Vec<u64> = vg.lvs.iter().map(|lv| lv.segments[0].pv_extent).collect();
+    assert_eq!(starts, [0, 58, 203]);
+    let (_, offset, bytes) = vg.contiguous_extent(&vg.lvs[1]).unwrap();
+    assert_eq!(offset, MIB + 58 * 4 * MIB);
+    assert_eq!(bytes, 145 * 4 * MIB);
+}
+
+#[test]
+fn lvm_sizes_round_up_to_extents_and_must_fit() {
+    let text = "\
+- local_loop: {name: image0}
+- partitioning:
+    base: image0
+    label: mbr
+    partitions:
+      - {name: root, size: 100M}
+- lvm:
+    name: lvm
+    pvs: [{name: pv, base: root}]
+    vgs: [{name: vg, base: [pv]}]
+    lvs:
+      - {name: lv_a, base: vg, size: 5M}
+      - {name: lv_b, base: vg, extents: 50%FREE}
+      - {name: lv_c, base: vg, size: 80M}
+- mkfs: {name: fs, base: lv_a, type: ext4, mount: {mount_point: /}}
+";
+    let g = load(text);
+    let err = lvm_layout(&g, &[("root", 100 * MIB)]).unwrap_err();
+    // 99 MiB hold 24 extents. Sizes round down, as DIB rounds them: 5M
+    // (5,000,000 bytes) is 1 extent, 80M 19. lv_b takes 11 of the 23 left,
+    // and 19 do not fit in 12.
+    assert!(err.contains("lv_c needs 19 extents"), "{err}");
+    assert!(err.contains("has 12 free (of 24)"), "{err}");
+    let l = lvm_layout(&g, &[("root", 200 * MIB)]).unwrap();
+    let counts: Vec<u64> = l.vgs[0].lvs.iter().map(|lv| lv.extents()).collect();
+    assert_eq!(counts, [1, 24, 19]);
+}
+
+#[test]
+fn lvm_allocates_from_the_largest_pv_and_spills_over() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/blockdev/lvm-two-pvs.yaml"),
+    )
+    .unwrap();
+    let g = load(&text);
+    let l = lvm_layout(&g, &[("small", 101 * MIB), ("big", 201 * MIB)]).unwrap();
+    let vg = &l.vgs[0];
+    // 25 and 50 extents. lv_one (40) goes to the big pv; lv_two (30) then
+    // takes all 25 of the small one, now the larger free run, and 5 of the
+    // big one: two segments, which only device-mapper could join.
+    assert_eq!(vg.lvs[0].segments.len(), 1);
+    assert_eq!(vg.lvs[0].segments[0].pv, 1);
+    let two = &vg.lvs[1].segments;
+    assert_eq!((two[0].pv, two[0].pv_extent, two[0].extents), (0, 0, 25));
+    assert_eq!((two[1].pv, two[1].pv_extent, two[1].extents), (1, 40, 5));
+    assert!(vg.contiguous_extent(&vg.lvs[1]).is_none());
+}
+
+#[test]
+fn lvm_metadata_is_reproducible_and_names_every_extent() {
+    let g = shipped("efi-lvm");
+    let a = lvm_layout(&g, &[("root", 1025 * MIB)]).unwrap();
+    let b = lvm_layout(&g, &[("root", 1025 * MIB)]).unwrap();
+    assert_eq!(a, b);
+    let text = lvm::metadata_text(&a.vgs[0], &["/dev/loop9p3".into()], 1_700_000_000);
+    assert!(text.contains("creation_time = 1700000000"));
+    assert!(text.contains("pe_count = 256"));
+    assert!(text.contains("dev_size = 2099200"));
+    assert!(text.contains("\"pv0\", 58"));
+    assert_eq!(text.matches("segment1 {").count(), 3);
+    let uuid = &a.vgs[0].uuid;
+    assert_eq!(uuid.len(), 38);
+    assert_eq!(uuid.matches('-').count(), 6);
+    let random = lvm::layout(&g, &BTreeMap::from([("root".into(), 1025 * MIB)]), None).unwrap();
+    assert_ne!(random.vgs[0].uuid, *uuid);
+}
+
+#[test]
+fn thin_volumes_are_refused_with_the_reason() {
+    let text = "\
+- local_loop: {name: image0}
+- partitioning:
+    base: image0
+    label: mbr
+    partitions:
+      - {name: root, size: 3G}
+- lvm:
+    name: lvm
+    pvs: [{name: pv, base: root}]
+    vgs: [{name: vg, base: [pv]}]
+    lvs:
+      - {name: pool, base: vg, type: thin-pool, size: 2G}
+      - {name: lv_root, base: vg, type: thin, thin-pool: pool, size: 1G}
+- mkfs: {name: fs, base: lv_root, type: ext4, mount: {mount_point: /}}
+";
+    let why = lvm::unsupported(&load(text)).unwrap();
+    assert!(why.contains("lv pool is a thin-pool volume"), "{why}");
+    assert!(lvm::unsupported(&shipped("efi-lvm")).is_none());
+}

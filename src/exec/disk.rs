@@ -41,6 +41,19 @@ pub struct Disk {
     pub size: u64,
     /// Where each partition is, in table order.
     pub extents: Vec<partition::PartitionExtent>,
+    /// Size in bytes of each logical volume.
+    pub lv_bytes: BTreeMap<String, u64>,
+}
+
+impl Disk {
+    /// The size of the block device of node `name`, when it is one we made.
+    fn bytes_of(&self, name: &str) -> Option<u64> {
+        let partition = self.extents.iter().find(|e| e.name == name);
+        partition
+            .map(|e| e.size_bytes)
+            .or_else(|| self.lv_bytes.get(name).copied())
+            .or_else(|| (self.devices.get(name) == Some(&self.loop_dev)).then_some(self.size))
+    }
 }
 
 /// The tree's size, from its content alone: each regular file rounded up to
@@ -154,6 +167,19 @@ pub fn create(
             devices.insert(e.name.clone(), node.clone());
         }
     }
+    let mut lv_bytes = BTreeMap::new();
+    if graph.uses_lvm() {
+        let bases = super::lvm::Bases {
+            raw: &raw,
+            image_node: &image_node,
+            size,
+            extents: &extents,
+        };
+        for (lv, (dev, bytes)) in super::lvm::make(graph, &bases, &devices, build, journal, seed)? {
+            devices.insert(lv.clone(), dev);
+            lv_bytes.insert(lv, bytes);
+        }
+    }
     let facts = fat_ids_as_blkid_shows_them(fstab::facts_from_config(graph, seed))?;
     Ok(Disk {
         raw,
@@ -163,6 +189,7 @@ pub fn create(
         facts,
         size,
         extents,
+        lv_bytes,
     })
 }
 
@@ -310,6 +337,7 @@ pub fn fill(
     let parts = split_tree(graph, tree, &build.join("fs"))?;
     for (name, fsys) in graph.filesystems() {
         let dev = device_of(graph, disk, name)?;
+        check_min_size(graph, disk, name, &fsys.fstype)?;
         let facts = &disk.facts[name];
         let spec = FsSpec {
             fstype: fsys.fstype.clone(),
@@ -336,6 +364,24 @@ pub fn fill(
         })?;
     }
     Ok(())
+}
+
+/// A filesystem on a device smaller than its mkfs accepts is bad input:
+/// say which node, how large it is and what it needs, before mkfs fails.
+fn check_min_size(graph: &Graph, disk: &Disk, name: &str, fstype: &str) -> Result<(), UsageError> {
+    let base = graph.node(name).and_then(|n| n.bases.first());
+    let (Some(min), Some(base)) = (mkfs::min_bytes(fstype), base) else {
+        return Ok(());
+    };
+    match disk.bytes_of(base) {
+        Some(bytes) if bytes < min => Err(UsageError(format!(
+            "block-device config {}: {fstype} filesystem {name} sits on {base}, which is {} MiB;              mkfs.{fstype} makes none smaller than {} MiB: make {base} larger or choose ext4",
+            graph.source(),
+            bytes >> 20,
+            min >> 20
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// mkfs options as words; DIB passes them through a shell, so quotes count.
@@ -575,16 +621,11 @@ pub fn check_host(caps: Capabilities, disk: &DiskPlan) -> Result<(), UsageError>
                 .into(),
         ));
     }
-    if disk.graph.uses_lvm() && !caps.device_mapper {
+    if disk.graph.uses_lvm() && !crate::host::tools::on_path("vgcfgrestore") {
         return Err(UsageError(
-            "this block-device config uses LVM, which needs device-mapper, and this kernel has none \
-             (/dev/mapper/control is missing); choose a layout without LVM, e.g. block-device-gpt or block-device-efi"
+            "this block-device config uses LVM, and the lvm2 tools are missing: install lvm2 \
+             (device-mapper is not needed)"
                 .into(),
-        ));
-    }
-    if disk.graph.uses_lvm() {
-        return Err(UsageError(
-            "building LVM layouts is not implemented yet".into(),
         ));
     }
     Ok(())

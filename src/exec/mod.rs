@@ -4,6 +4,7 @@ pub mod builddir;
 pub mod disk;
 pub mod execute;
 pub mod fill;
+pub mod lvm;
 pub mod phase_cache;
 
 #[cfg(test)]

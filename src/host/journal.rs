@@ -216,7 +216,18 @@ impl Journal {
 
     /// Attaches a loop device over `file` and records it.
     pub fn attach_loop(&mut self, file: &Path) -> anyhow::Result<(PathBuf, Entry)> {
-        let dev = self.host.attach_loop(file, 0, None)?;
+        self.attach_loop_range(file, 0, None)
+    }
+
+    /// Attaches a loop device over `size` bytes of `file` from `offset` (a
+    /// logical volume's extents) and records it.
+    pub fn attach_loop_range(
+        &mut self,
+        file: &Path,
+        offset: u64,
+        size: Option<u64>,
+    ) -> anyhow::Result<(PathBuf, Entry)> {
+        let dev = self.host.attach_loop(file, offset, size)?;
         let e = Entry::Loop(dev.clone());
         self.record(e.clone())?;
         Ok((dev, e))

@@ -12,6 +12,7 @@ pub mod files;
 pub mod interrupt;
 pub mod journal;
 pub mod loopdev;
+pub mod lvm;
 pub mod mount;
 pub mod procs;
 pub mod qemu;

@@ -83,8 +83,11 @@ pub fn plan(inputs: &DiskInputs) -> Result<DiskPlan, DiskError> {
 }
 
 /// What a build needs of a valid config beyond DIB's own checks: one
-/// image, and a filesystem at `/` for the tree.
+/// image, a filesystem at `/` for the tree, and no LVM thin volumes.
 pub(crate) fn check_buildable(graph: &Graph) -> Result<(), UsageError> {
+    if let Some(why) = blockdev::lvm::unsupported(graph) {
+        return Err(UsageError(format!("{}: {why}", graph.source())));
+    }
     if graph.local_loops().count() != 1 {
         return Err(UsageError(format!(
             "{}: the config has {} local_loop images; dib-create builds exactly one image per build \

@@ -1,0 +1,153 @@
+//! LVM on the new disk, without device-mapper: the layout is worked out in
+//! [`crate::blockdev::lvm`], the lvm2 tools write each physical volume's
+//! label and the volume group's metadata from it (`pvcreate --restorefile`,
+//! `vgcfgrestore`), and each logical volume becomes a loop device over its
+//! extents of the raw file, so its filesystem is made and filled there
+//! exactly as on a partition. Nothing is activated, so nothing of the image's
+//! volume groups outlives the loop devices, which the journal detaches.
+
+use anyhow::Context;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::blockdev::Graph;
+use crate::blockdev::lvm::{self, Layout, VolumeGroup};
+use crate::blockdev::partition::PartitionExtent;
+use crate::error::UsageError;
+use crate::host::Journal;
+use crate::host::lvm::LvmConfig;
+
+/// The private lvm2 configuration and the metadata files, in the build directory.
+pub const LVM_DIR: &str = "lvm";
+
+/// Where the LVM nodes can sit: the whole disk and its partitions.
+pub struct Bases<'a> {
+    pub raw: &'a Path,
+    pub image_node: &'a str,
+    pub size: u64,
+    pub extents: &'a [PartitionExtent],
+}
+
+impl Bases<'_> {
+    /// (offset in the raw file, bytes) of each node an LVM pv can sit on.
+    fn spans(&self) -> BTreeMap<String, (u64, u64)> {
+        let mut out = BTreeMap::from([(self.image_node.to_string(), (0, self.size))]);
+        for e in self.extents {
+            out.insert(e.name.clone(), (e.start_bytes, e.size_bytes));
+        }
+        out
+    }
+}
+
+/// Writes the volume groups and returns the block device of each logical
+/// volume (a loop device over its extents) and its size in bytes.
+pub fn make(
+    graph: &Graph,
+    bases: &Bases,
+    devices: &BTreeMap<String, PathBuf>,
+    build: &Path,
+    journal: &mut Journal,
+    seed: Option<u64>,
+) -> anyhow::Result<BTreeMap<String, (PathBuf, u64)>> {
+    let spans = bases.spans();
+    let sizes = spans.iter().map(|(k, (_, s))| (k.clone(), *s)).collect();
+    let layout = lvm::layout(graph, &sizes, seed)
+        .map_err(|e| UsageError(format!("block-device config {}: {e}", graph.source())))?;
+    let lv_spans = lv_spans(&layout, &spans)?;
+    let dir = build.join(LVM_DIR);
+    let pv_devices = pv_devices(&layout, devices)?;
+    let config = LvmConfig::create(&dir, &pv_devices.values().cloned().collect::<Vec<_>>())?;
+    let time = seed.unwrap_or_else(now);
+    for vg in &layout.vgs {
+        write_vg(vg, &pv_devices, &config, &dir, journal, time)?;
+    }
+    let mut out = BTreeMap::new();
+    for (lv, (offset, bytes)) in lv_spans {
+        let (dev, _) = journal.attach_loop_range(bases.raw, offset, Some(bytes))?;
+        out.insert(lv, (dev, bytes));
+    }
+    Ok(out)
+}
+
+/// (offset in the raw file, bytes) of each logical volume; one that would
+/// span physical volumes is refused, since only device-mapper joins them.
+fn lv_spans(
+    layout: &Layout,
+    spans: &BTreeMap<String, (u64, u64)>,
+) -> Result<BTreeMap<String, (u64, u64)>, UsageError> {
+    let mut out = BTreeMap::new();
+    for vg in &layout.vgs {
+        for lv in &vg.lvs {
+            let (pv, offset, bytes) = vg.contiguous_extent(lv).ok_or_else(|| {
+                UsageError(format!(
+                    "lv {} does not fit on one physical volume of {} and would span two; \
+                     without device-mapper its filesystem cannot be built across them: \
+                     make it smaller than the largest pv, or a pv larger",
+                    lv.name, vg.name
+                ))
+            })?;
+            let (start, _) = spans[&vg.pvs[pv].base];
+            out.insert(lv.name.clone(), (start + offset, bytes));
+        }
+    }
+    Ok(out)
+}
+
+/// The device of each physical volume, by pv name.
+fn pv_devices(
+    layout: &Layout,
+    devices: &BTreeMap<String, PathBuf>,
+) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let mut out = BTreeMap::new();
+    for pv in layout.vgs.iter().flat_map(|v| &v.pvs) {
+        let dev = devices
+            .get(&pv.base)
+            .with_context(|| format!("pv {} sits on {}, which has no device", pv.name, pv.base))?;
+        out.insert(pv.name.clone(), dev.clone());
+    }
+    Ok(out)
+}
+
+/// The labels of the group's physical volumes, then its metadata.
+fn write_vg(
+    vg: &VolumeGroup,
+    pv_devices: &BTreeMap<String, PathBuf>,
+    config: &LvmConfig,
+    dir: &Path,
+    journal: &mut Journal,
+    time: u64,
+) -> anyhow::Result<()> {
+    let devs: Vec<&PathBuf> = vg.pvs.iter().map(|p| &pv_devices[&p.name]).collect();
+    let names: Vec<String> = devs.iter().map(|d| d.display().to_string()).collect();
+    let file = dir.join(format!("{}.vg", vg.name));
+    fs::write(&file, lvm::metadata_text(vg, &names, time))
+        .with_context(|| format!("writing {}", file.display()))?;
+    for (pv, dev) in vg.pvs.iter().zip(devs) {
+        journal.run(
+            config
+                .cmd(format!("writing the LVM label of {}", pv.name), "pvcreate")
+                .args(["--force", "--uuid", &pv.uuid, "--restorefile"])
+                .arg(&file)
+                .arg(dev),
+        )?;
+    }
+    journal.run(
+        config
+            .cmd(
+                format!("writing the metadata of volume group {}", vg.name),
+                "vgcfgrestore",
+            )
+            .arg("--file")
+            .arg(&file)
+            .arg(&vg.name),
+    )?;
+    Ok(())
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
