@@ -340,3 +340,63 @@ pub fn unsupported(graph: &Graph) -> Option<String> {
         _ => None,
     })
 }
+
+/// Sizing an image whose root filesystem is on a logical volume: the
+/// partitions under that volume's group, and the KiB the group needs so
+/// that the root volume holds `root_kib` (a `N%VG` root gets N% of the
+/// group) and every xfs volume of it reaches mkfs.xfs's minimum. None when
+/// root is not on LVM.
+pub fn root_group_sizing(graph: &Graph, root_kib: u64) -> Option<(Vec<String>, u64)> {
+    let (root_fs, _) = graph.root_filesystem()?;
+    let root_lv = graph.node(root_fs)?.bases.first()?;
+    let lv_node = graph.node(root_lv)?;
+    let Spec::Lv(_) = &lv_node.spec else {
+        return None;
+    };
+    let vg = graph.node(lv_node.bases.first()?)?;
+    let partitions: Vec<String> = vg
+        .bases
+        .iter()
+        .filter_map(|pv| graph.node(pv)?.bases.first().cloned())
+        .collect();
+    let mut fixed_kib = 0u64;
+    let mut needed_kib = 0u64;
+    for n in graph
+        .nodes()
+        .iter()
+        .filter(|n| n.bases.first() == Some(&vg.name))
+    {
+        let Spec::Lv(lv) = &n.spec else { continue };
+        let content_kib = if n.name == *root_lv { root_kib } else { 0 };
+        let floor_kib = filesystem_on(graph, &n.name)
+            .and_then(super::mkfs::min_bytes)
+            .map_or(0, |b| b / 1024);
+        // Two extents more: lvcreate rounds a percentage down, and a whole
+        // extent can go to each rounding.
+        let want = content_kib.max(floor_kib) + 2 * EXTENT_BYTES / 1024;
+        match (lv.size, percent_of_group(lv)) {
+            (Some(bytes), _) => fixed_kib += bytes / 1024,
+            (None, Some(pct)) => needed_kib = needed_kib.max(want * 100 / pct),
+            (None, None) => {}
+        }
+    }
+    let metadata_kib = partitions.len() as u64 * (PE_START_BYTES + EXTENT_BYTES) / 1024;
+    Some((partitions, needed_kib + fixed_kib + metadata_kib))
+}
+
+/// N of `extents: N%VG` (or %PVS), when that is how the volume is sized.
+fn percent_of_group(lv: &LvSpec) -> Option<u64> {
+    let (n, what) = lv.extents.as_deref()?.split_once('%')?;
+    let n: u64 = n.parse().ok()?;
+    (matches!(what, "VG" | "PVS") && n > 0).then_some(n)
+}
+
+/// The filesystem type made on node `base`, if any.
+fn filesystem_on<'a>(graph: &'a Graph, base: &str) -> Option<&'a str> {
+    graph.nodes().iter().find_map(|n| match &n.spec {
+        Spec::Mkfs(fs) if n.bases.first().map(String::as_str) == Some(base) => {
+            Some(fs.fstype.as_str())
+        }
+        _ => None,
+    })
+}

@@ -156,7 +156,16 @@ pub fn compute_image_size(tree_bytes: u64, opts: &SizeOptions, graph: &Graph) ->
             .saturating_add(journal_kib)
             .max(ext4_floor_kib(tree_bytes.div_ceil(KIB), journal_kib));
     }
-    kib = kib.saturating_add(other_partitions_kib(graph));
+    // Root on a logical volume: the group's partitions are sized for it.
+    let lvm = super::lvm::root_group_sizing(graph, kib).filter(|_| opts.image_size_gib.is_none());
+    if let Some((_, group_kib)) = &lvm {
+        kib = *group_kib;
+    }
+    let root_parts = match lvm {
+        Some((parts, _)) => parts,
+        None => root_partition(graph).into_iter().collect(),
+    };
+    kib = kib.saturating_add(other_partitions_kib(graph, &root_parts));
     // Whole alignment units, so the last partition can end on a boundary
     // (an SD card layout aligns to 4 MiB); at least 64 KiB.
     let unit_kib = graph
@@ -183,21 +192,25 @@ fn ext4_floor_kib(tree_kib: u64, journal_kib: u64) -> u64 {
     for_journal.max(for_tree).saturating_mul(10).div_ceil(9)
 }
 
+/// The partition the root filesystem is made on, when it is one.
+fn root_partition(graph: &Graph) -> Option<String> {
+    graph
+        .root_filesystem()
+        .and_then(|(fs, _)| graph.node(fs))
+        .and_then(|n| n.bases.first().cloned())
+}
+
 /// Room for the partitions that do not hold the root filesystem: their fixed
 /// sizes (an ESP, a Raspberry Pi firmware partition, a BIOS boot partition),
 /// and a padded guess for an ESP sized in percent. The tree's measure only
 /// covers the root.
-fn other_partitions_kib(graph: &Graph) -> u64 {
-    let root_part = graph
-        .root_filesystem()
-        .and_then(|(fs, _)| graph.node(fs))
-        .and_then(|n| n.bases.first().cloned());
+fn other_partitions_kib(graph: &Graph, root_parts: &[String]) -> u64 {
     let mut kib = 0u64;
     for table in graph.tables() {
         // The first partition starts one alignment unit in.
         kib = kib.saturating_add(table.align.div_ceil(KIB));
         for (name, part) in graph.partitions_of(table) {
-            if Some(name) == root_part.as_deref() {
+            if root_parts.iter().any(|p| p == name) {
                 continue;
             }
             kib = kib.saturating_add(match part.size {

@@ -805,12 +805,16 @@ fn image_size_like_dib() {
     let size = compute_image_size(1, &SizeOptions::default(), &g);
     assert_eq!(size % (64 * 1024), 0);
     assert_eq!(size, (128 * MIB * 10 / 9).div_ceil(64 * 1024) * 64 * 1024);
-    // xfs root: no journal; the ESP, the BIOS boot partition and the 1 MiB
-    // before the first partition are added.
+    // xfs root on a volume of 23% of its group: the group is sized so that
+    // 23% holds the tree ÷ 0.6 (and two extents of rounding), plus LVM's
+    // metadata; then the ESP, the BIOS boot partition and the 1 MiB before
+    // the first partition. DIB sizes the disk as for a root partition, and
+    // the root volume then gets 23% of that.
     let efi = shipped("efi-lvm");
+    let group_kib: u64 = (1000 * 1024 + 8192) * 100 / 23 + 5 * 1024;
     assert_eq!(
         compute_image_size(600 * MIB, &SizeOptions::default(), &efi),
-        (1000 + 550 + 8 + 1) * MIB
+        (group_kib + (1 + 550 + 8) * 1024).div_ceil(1024) * MIB
     );
     // The Pi's firmware partition and the 4 MiB before it are added, and
     // the card ends on 4 MiB.
@@ -1267,4 +1271,46 @@ fn thin_volumes_are_refused_with_the_reason() {
     let why = lvm::unsupported(&load(text)).unwrap();
     assert!(why.contains("lv pool is a thin-pool volume"), "{why}");
     assert!(lvm::unsupported(&shipped("efi-lvm")).is_none());
+}
+
+fn planned(g: &Graph, size: u64) -> Vec<PartitionExtent> {
+    let disk = Disk {
+        size_bytes: size,
+        sector_size: 512,
+    };
+    partition::plan_layout(g, &g.tables()[0], disk).unwrap()
+}
+
+#[test]
+fn image_for_root_on_a_volume_gives_the_root_its_share() {
+    let g = shipped("efi-lvm");
+    let opts = SizeOptions::default();
+    let tree = 700 * MIB;
+    let size = compute_image_size(tree, &opts, &g);
+    let parts = planned(&g, size);
+    let root = parts.iter().find(|e| e.name == "root").unwrap();
+    let l = lvm::layout(
+        &g,
+        &BTreeMap::from([("root".into(), root.size_bytes)]),
+        None,
+    )
+    .unwrap();
+    let root_lv = l.lv("lv_root").unwrap().1.extents() * lvm::EXTENT_BYTES;
+    // The root volume (23% of the group) holds the tree with DIB's headroom.
+    assert!(
+        root_lv as f64 >= tree as f64 / 0.6,
+        "{root_lv} for a tree of {tree}"
+    );
+    // An empty tree still gets xfs volumes mkfs.xfs accepts (home is 20%).
+    let small = compute_image_size(0, &opts, &g);
+    let parts = planned(&g, small);
+    let root = parts.iter().find(|e| e.name == "root").unwrap();
+    let l = lvm::layout(
+        &g,
+        &BTreeMap::from([("root".into(), root.size_bytes)]),
+        None,
+    )
+    .unwrap();
+    let home = l.lv("lv_home").unwrap().1.extents() * lvm::EXTENT_BYTES;
+    assert!(home >= 300 * MIB, "lv_home {home}");
 }
