@@ -156,8 +156,11 @@ pub fn compute_image_size(tree_bytes: u64, opts: &SizeOptions, graph: &Graph) ->
             .saturating_add(journal_kib)
             .max(ext4_floor_kib(tree_bytes.div_ceil(KIB), journal_kib));
     }
-    // Root on a logical volume: the group's partitions are sized for it.
-    let lvm = super::lvm::root_group_sizing(graph, kib).filter(|_| opts.image_size_gib.is_none());
+    // Root on a logical volume whose group takes the rest of the disk: the
+    // rest is sized for the group. (Fixed-size partitions count as they are.)
+    let lvm = super::lvm::root_group_sizing(graph, kib)
+        .filter(|_| opts.image_size_gib.is_none())
+        .filter(|(parts, _)| parts.iter().any(|p| is_percent_sized(graph, p)));
     if let Some((_, group_kib)) = &lvm {
         kib = *group_kib;
     }
@@ -190,6 +193,16 @@ fn ext4_floor_kib(tree_kib: u64, journal_kib: u64) -> u64 {
     let for_journal = journal_kib.saturating_mul(2);
     let for_tree = tree_kib.saturating_add(journal_kib);
     for_journal.max(for_tree).saturating_mul(10).div_ceil(9)
+}
+
+/// True when partition `name` takes a share of the disk (`size: 100%`).
+fn is_percent_sized(graph: &Graph, name: &str) -> bool {
+    graph.tables().iter().any(|t| {
+        graph
+            .partitions_of(t)
+            .iter()
+            .any(|(n, p)| *n == name && matches!(p.size, SizeSpec::Percent(_)))
+    })
 }
 
 /// The partition the root filesystem is made on, when it is one.
