@@ -165,7 +165,7 @@ impl Graph {
         })
     }
 
-    /// Whether the layout needs LVM (and therefore device-mapper).
+    /// Whether the layout has LVM volumes (the host then needs lvm2).
     pub fn uses_lvm(&self) -> bool {
         self.nodes.iter().any(|n| n.module == Module::Lvm)
     }

@@ -33,8 +33,7 @@
 //!   go in reverse); [`Graph::summary`] is the serialisable `name`, `module`,
 //!   `bases` list; [`Graph::root_filesystem`], [`Graph::mounts`] (mount
 //!   order), [`Graph::filesystems`], [`Graph::tables`], [`Graph::uses_lvm`]
-//!   (LVM is parsed and checked; the executor must refuse it when
-//!   `/dev/mapper/control` is missing).
+//!   (LVM volumes are placed by [`lvm::layout`], without device-mapper).
 //! - [`compute_image_size`] sizes the image as disk-image-create does.
 //! - [`partition::write_table`] writes MBR or GPT and returns each
 //!   partition's offset and size ([`partition::PartitionExtent`]);
