@@ -700,8 +700,8 @@ fn dib_config_on_ext4(name: &str) -> Result<String, Failed> {
         .replace("type: xfs", "type: ext4"))
 }
 
-/// Builds fake-os on DIB's LVM config `name` into a raw image; the image
-/// and a hash of the host's /etc/lvm from before the build.
+/// Builds fake-os on `config` into the raw image `name`; the build's output
+/// and the state of the host's /etc/lvm from before the build.
 fn build_on_config(
     s: &Scratch,
     name: &str,
@@ -866,6 +866,9 @@ fn check_lvm_image(s: &Scratch, name: &str) -> Result<(), Failed> {
             .sum()
     };
     let wanted = wanted_lv_sizes(&dib_config_on_ext4(name)?, &vg_extents);
+    if wanted.is_empty() {
+        return Err(format!("{name}: no lv read from the config").into());
+    }
     let got: Vec<(String, String, u64)> = lvs
         .iter()
         .map(|l| {
@@ -918,9 +921,24 @@ fn check_lvm_image(s: &Scratch, name: &str) -> Result<(), Failed> {
     Ok(())
 }
 
-/// What cannot be built without device-mapper is refused before any disk
-/// work, with the reason and the way out: thin pools by --dry-run already;
-/// a volume larger than what its group has, when the disk is laid out.
+/// A build refused as bad input (exit 2) with a message containing `says`.
+fn expect_refusal(o: &std::process::Output, what: &str, says: &str) -> Result<(), Failed> {
+    let err = String::from_utf8_lossy(&o.stderr);
+    if o.status.code() != Some(2) || !err.contains(says) {
+        return Err(format!(
+            "{what}: expected exit 2 saying {says:?}, got {:?}:\n{}",
+            o.status.code(),
+            common::tail(&err, 20)
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// What cannot be built is refused as bad input with the reason and the way
+/// out: thin pools by --dry-run already; xfs on a volume too small for it and
+/// a volume that would span two physical volumes once the disk is laid out,
+/// before finalise.d and before any filesystem is made.
 fn lvm_refusals() -> Result<(), Failed> {
     let s = Scratch::new("dib-create-lvm-");
     let mut c = s.command();
@@ -931,28 +949,21 @@ fn lvm_refusals() -> Result<(), Failed> {
     .args(["--dry-run", "-t", "raw", "-o"])
     .arg(s.path().join("thin"))
     .arg("fake-os");
-    let o = c.output()?;
-    let err = String::from_utf8_lossy(&o.stderr);
-    if o.status.code() != Some(2) || !err.contains("lv lv_thinpool is a thin-pool volume") {
-        return Err(format!(
-            "thin pool: expected exit 2 naming lv_thinpool, got {:?}:\n{err}",
-            o.status.code()
-        )
-        .into());
-    }
+    expect_refusal(
+        &c.output()?,
+        "thin pool",
+        "lv lv_thinpool is a thin-pool volume",
+    )?;
     let (o, _) = build_on_config(&s, "lvm_tree", &dib_config("lvm_tree")?)?;
-    let err = String::from_utf8_lossy(&o.stderr);
-    if o.status.code() != Some(2) || !err.contains("mkfs.xfs makes none smaller than 300 MiB") {
-        return Err(format!(
-            "xfs on 100 MiB: expected exit 2 naming the size, got {:?}:\n{}",
-            o.status.code(),
-            common::tail(&err, 20)
-        )
-        .into());
-    }
+    expect_refusal(
+        &o,
+        "xfs on 100 MiB",
+        "mkfs.xfs makes none smaller than 300 MiB",
+    )?;
     // 5 GB of partitions: 3G, then two of 1G (238 extents each), and lv_data
     // needs all 476 of them: linear across the two, which device-mapper
-    // joins at boot but a build without it cannot fill (see lvm_spans).
+    // joins at boot but a build without it cannot fill (src/exec/lvm.rs,
+    // lv_spans).
     let mut c = s.command();
     c.env(
         "DIB_BLOCK_DEVICE_CONFIG",
@@ -961,17 +972,11 @@ fn lvm_refusals() -> Result<(), Failed> {
     .args(["-n", "--image-size", "6", "-t", "raw", "-o"])
     .arg(s.path().join("lvm_tree_spanned_vg"))
     .arg("fake-os");
-    let o = c.output()?;
-    let err = String::from_utf8_lossy(&o.stderr);
-    if o.status.code() != Some(2) || !err.contains("lv lv_data does not fit on one physical volume")
-    {
-        return Err(format!(
-            "spanned vg: expected exit 2 naming lv_data, got {:?}:\n{}",
-            o.status.code(),
-            common::tail(&err, 20)
-        )
-        .into());
-    }
+    expect_refusal(
+        &c.output()?,
+        "spanned vg",
+        "lv lv_data does not fit on one physical volume",
+    )?;
     s.assert_nothing_left(&[
         s.path().join("lvm_tree_spanned_vg.raw"),
         s.path().join("lvm_tree.raw"),

@@ -128,7 +128,8 @@ fn restores_and_matches() -> Result<(), Failed> {
     };
     edit("v1");
 
-    // Without the cache: the reference bytes.
+    // Without the cache: the reference bytes, from a build that cannot
+    // restore or reuse anything (what the cached builds below must equal).
     let plain = build(&s, "plain", "0.2", false)?;
     expect(&plain.log, "phase cache: off (DIB_CREATE_PHASE_CACHE=0)")?;
 

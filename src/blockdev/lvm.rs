@@ -2,9 +2,10 @@
 //! physical volume's extents begin and which extents each logical volume
 //! gets, allocated as lvm2 allocates a linear volume (config order, the
 //! largest free area first). From this layout the executor writes the volume
-//! group's metadata text (seeded UUIDs, a fixed host and time, so rebuilds
-//! match) and builds each filesystem straight into its volume's extents. No
-//! step needs device-mapper, which CI runners and containers rarely have.
+//! group's metadata text (UUIDs seeded as the disk's ids are; lvm2 still
+//! adds the build host's name and time to the copy it writes) and builds
+//! each filesystem straight into its volume's extents. No step needs
+//! device-mapper, which CI runners and containers rarely have.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

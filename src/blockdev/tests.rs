@@ -1157,6 +1157,28 @@ fn fstab_uuid_swap_and_missing_entries() {
 
 // ---- LVM layouts (placed without device-mapper) ----------------------------
 
+/// An MBR disk with one partition of `size`, its volume group `vg`, the
+/// `lvs` given (each a YAML flow mapping), and an ext4 root on `root_lv`.
+fn one_group(size: &str, lvs: &[&str], root_lv: &str) -> String {
+    let lvs: String = lvs.iter().map(|l| format!("      - {l}\n")).collect();
+    format!(
+        "\
+- local_loop: {{name: image0}}
+- partitioning:
+    base: image0
+    label: mbr
+    partitions:
+      - {{name: root, size: {size}}}
+- lvm:
+    name: lvm
+    pvs: [{{name: pv, base: root}}]
+    vgs: [{{name: vg, base: [pv]}}]
+    lvs:
+{lvs}- mkfs: {{name: fs, base: {root_lv}, type: ext4, mount: {{mount_point: /}}}}
+"
+    )
+}
+
 fn lvm_layout(g: &Graph, sizes: &[(&str, u64)]) -> Result<lvm::Layout, String> {
     let sizes = sizes.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     lvm::layout(g, &sizes, Some(1_700_000_000))
@@ -1180,25 +1202,16 @@ fn lvm_percent_extents_round_down_as_lvcreate_does() {
 }
 
 #[test]
-fn lvm_sizes_round_up_to_extents_and_must_fit() {
-    let text = "\
-- local_loop: {name: image0}
-- partitioning:
-    base: image0
-    label: mbr
-    partitions:
-      - {name: root, size: 100M}
-- lvm:
-    name: lvm
-    pvs: [{name: pv, base: root}]
-    vgs: [{name: vg, base: [pv]}]
-    lvs:
-      - {name: lv_a, base: vg, size: 5M}
-      - {name: lv_b, base: vg, extents: 50%FREE}
-      - {name: lv_c, base: vg, size: 80M}
-- mkfs: {name: fs, base: lv_a, type: ext4, mount: {mount_point: /}}
-";
-    let g = load(text);
+fn lvm_sizes_round_down_to_extents_and_must_fit() {
+    let g = load(&one_group(
+        "100M",
+        &[
+            "{name: lv_a, base: vg, size: 5M}",
+            "{name: lv_b, base: vg, extents: 50%FREE}",
+            "{name: lv_c, base: vg, size: 80M}",
+        ],
+        "lv_a",
+    ));
     let err = lvm_layout(&g, &[("root", 100 * MIB)]).unwrap_err();
     // 99 MiB hold 24 extents. Sizes round down, as DIB rounds them: 5M
     // (5,000,000 bytes) is 1 extent, 80M 19. lv_b takes 11 of the 23 left,
@@ -1252,33 +1265,33 @@ fn lvm_metadata_is_reproducible_and_names_every_extent() {
 
 #[test]
 fn thin_volumes_are_refused_with_the_reason() {
-    let text = "\
-- local_loop: {name: image0}
-- partitioning:
-    base: image0
-    label: mbr
-    partitions:
-      - {name: root, size: 3G}
-- lvm:
-    name: lvm
-    pvs: [{name: pv, base: root}]
-    vgs: [{name: vg, base: [pv]}]
-    lvs:
-      - {name: pool, base: vg, type: thin-pool, size: 2G}
-      - {name: lv_root, base: vg, type: thin, thin-pool: pool, size: 1G}
-- mkfs: {name: fs, base: lv_root, type: ext4, mount: {mount_point: /}}
-";
-    let why = lvm::unsupported(&load(text)).unwrap();
+    let text = one_group(
+        "3G",
+        &[
+            "{name: pool, base: vg, type: thin-pool, size: 2G}",
+            "{name: lv_root, base: vg, type: thin, thin-pool: pool, size: 1G}",
+        ],
+        "lv_root",
+    );
+    let why = lvm::unsupported(&load(&text)).unwrap();
     assert!(why.contains("lv pool is a thin-pool volume"), "{why}");
     assert!(lvm::unsupported(&shipped("efi-lvm")).is_none());
 }
 
-fn planned(g: &Graph, size: u64) -> Vec<PartitionExtent> {
+/// The volume groups of efi-lvm on an image of `size` bytes, placed on
+/// the `root` partition that size leaves.
+fn efi_lvm_groups(g: &Graph, size: u64) -> lvm::Layout {
     let disk = Disk {
         size_bytes: size,
         sector_size: 512,
     };
-    partition::plan_layout(g, &g.tables()[0], disk).unwrap()
+    let parts = partition::plan_layout(g, &g.tables()[0], disk).unwrap();
+    let root = parts.iter().find(|e| e.name == "root").unwrap();
+    lvm_layout(g, &[("root", root.size_bytes)]).unwrap()
+}
+
+fn lv_bytes(l: &lvm::Layout, name: &str) -> u64 {
+    l.lv(name).unwrap().1.extents() * lvm::EXTENT_BYTES
 }
 
 #[test]
@@ -1286,31 +1299,19 @@ fn image_for_root_on_a_volume_gives_the_root_its_share() {
     let g = shipped("efi-lvm");
     let opts = SizeOptions::default();
     let tree = 700 * MIB;
-    let size = compute_image_size(tree, &opts, &g);
-    let parts = planned(&g, size);
-    let root = parts.iter().find(|e| e.name == "root").unwrap();
-    let l = lvm::layout(
-        &g,
-        &BTreeMap::from([("root".into(), root.size_bytes)]),
-        None,
-    )
-    .unwrap();
-    let root_lv = l.lv("lv_root").unwrap().1.extents() * lvm::EXTENT_BYTES;
+    let root_lv = lv_bytes(
+        &efi_lvm_groups(&g, compute_image_size(tree, &opts, &g)),
+        "lv_root",
+    );
     // The root volume (23% of the group) holds the tree with DIB's headroom.
     assert!(
         root_lv as f64 >= tree as f64 / 0.6,
         "{root_lv} for a tree of {tree}"
     );
     // An empty tree still gets xfs volumes mkfs.xfs accepts (home is 20%).
-    let small = compute_image_size(0, &opts, &g);
-    let parts = planned(&g, small);
-    let root = parts.iter().find(|e| e.name == "root").unwrap();
-    let l = lvm::layout(
-        &g,
-        &BTreeMap::from([("root".into(), root.size_bytes)]),
-        None,
-    )
-    .unwrap();
-    let home = l.lv("lv_home").unwrap().1.extents() * lvm::EXTENT_BYTES;
+    let home = lv_bytes(
+        &efi_lvm_groups(&g, compute_image_size(0, &opts, &g)),
+        "lv_home",
+    );
     assert!(home >= 300 * MIB, "lv_home {home}");
 }

@@ -41,19 +41,20 @@ pub struct Disk {
     pub size: u64,
     /// Where each partition is, in table order.
     pub extents: Vec<partition::PartitionExtent>,
-    /// Size in bytes of each logical volume.
-    pub lv_bytes: BTreeMap<String, u64>,
 }
 
-impl Disk {
-    /// The size of the block device of node `name`, when it is one we made.
-    fn bytes_of(&self, name: &str) -> Option<u64> {
-        let partition = self.extents.iter().find(|e| e.name == name);
-        partition
-            .map(|e| e.size_bytes)
-            .or_else(|| self.lv_bytes.get(name).copied())
-            .or_else(|| (self.devices.get(name) == Some(&self.loop_dev)).then_some(self.size))
+/// Where a block device node lies in the raw file: (offset, bytes).
+pub type Span = (u64, u64);
+/// The span of each block device node of the disk.
+pub type Spans = BTreeMap<String, Span>;
+
+/// The spans of the whole disk and of its partitions.
+fn disk_spans(image_node: &str, size: u64, extents: &[partition::PartitionExtent]) -> Spans {
+    let mut out = BTreeMap::from([(image_node.to_string(), (0, size))]);
+    for e in extents {
+        out.insert(e.name.clone(), (e.start_bytes, e.size_bytes));
     }
+    out
 }
 
 /// The tree's size, from its content alone: each regular file rounded up to
@@ -167,19 +168,15 @@ pub fn create(
             devices.insert(e.name.clone(), node.clone());
         }
     }
-    let mut lv_bytes = BTreeMap::new();
+    let mut spans = disk_spans(&image_node, size, &extents);
     if graph.uses_lvm() {
-        let bases = super::lvm::Bases {
-            raw: &raw,
-            image_node: &image_node,
-            size,
-            extents: &extents,
-        };
-        for (lv, (dev, bytes)) in super::lvm::make(graph, &bases, &devices, build, journal, seed)? {
+        let lvs = super::lvm::make(graph, &raw, &spans, &devices, build, journal, seed)?;
+        for (lv, (dev, span)) in lvs {
             devices.insert(lv.clone(), dev);
-            lv_bytes.insert(lv, bytes);
+            spans.insert(lv, span);
         }
     }
+    check_min_sizes(graph, &spans)?;
     let facts = fat_ids_as_blkid_shows_them(fstab::facts_from_config(graph, seed))?;
     Ok(Disk {
         raw,
@@ -189,7 +186,6 @@ pub fn create(
         facts,
         size,
         extents,
-        lv_bytes,
     })
 }
 
@@ -337,7 +333,6 @@ pub fn fill(
     let parts = split_tree(graph, tree, &build.join("fs"))?;
     for (name, fsys) in graph.filesystems() {
         let dev = device_of(graph, disk, name)?;
-        check_min_size(graph, disk, name, &fsys.fstype)?;
         let facts = &disk.facts[name];
         let spec = FsSpec {
             fstype: fsys.fstype.clone(),
@@ -367,21 +362,27 @@ pub fn fill(
 }
 
 /// A filesystem on a device smaller than its mkfs accepts is bad input:
-/// say which node, how large it is and what it needs, before mkfs fails.
-fn check_min_size(graph: &Graph, disk: &Disk, name: &str, fstype: &str) -> Result<(), UsageError> {
-    let base = graph.node(name).and_then(|n| n.bases.first());
-    let (Some(min), Some(base)) = (mkfs::min_bytes(fstype), base) else {
-        return Ok(());
-    };
-    match disk.bytes_of(base) {
-        Some(bytes) if bytes < min => Err(UsageError(format!(
-            "block-device config {}: {fstype} filesystem {name} sits on {base}, which is {} MiB;              mkfs.{fstype} makes none smaller than {} MiB: make {base} larger or choose ext4",
-            graph.source(),
-            bytes >> 20,
-            min >> 20
-        ))),
-        _ => Ok(()),
+/// say which node, how large it is and what it needs, before finalise.d
+/// runs and long before mkfs would fail.
+fn check_min_sizes(graph: &Graph, spans: &Spans) -> Result<(), UsageError> {
+    for (name, fsys) in graph.filesystems() {
+        let base = graph.node(name).and_then(|n| n.bases.first());
+        let (Some(min), Some(base)) = (mkfs::min_bytes(&fsys.fstype), base) else {
+            continue;
+        };
+        let fstype = &fsys.fstype;
+        if let Some((_, bytes)) = spans.get(base).filter(|(_, b)| *b < min) {
+            return Err(UsageError(format!(
+                "block-device config {}: {fstype} filesystem {name} sits on {base}, which is \
+                 {} MiB; mkfs.{fstype} makes none smaller than {} MiB: make {base} larger or \
+                 choose ext4",
+                graph.source(),
+                bytes >> 20,
+                min >> 20
+            )));
+        }
     }
+    Ok(())
 }
 
 /// mkfs options as words; DIB passes them through a shell, so quotes count.
@@ -503,7 +504,8 @@ pub fn mount_all(
         let fstype = &disk.facts[fs_name].fstype;
         if !kernel_can_mount(fstype) {
             bail!(
-                "finalising on the mounted image needs a kernel {fstype} mount for {}, which this kernel lacks;                  use DIB_CREATE_FINALISE=tree (the default)",
+                "finalising on the mounted image needs a kernel {fstype} mount for {}, which this kernel lacks; \
+                 use DIB_CREATE_FINALISE=tree (the default)",
                 mp.mount_point
             );
         }

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::disk::{Span, Spans};
 use crate::blockdev::Graph;
 use crate::blockdev::lvm::{self, Layout, VolumeGroup};
-use crate::blockdev::partition::PartitionExtent;
 use crate::error::UsageError;
 use crate::host::Journal;
 use crate::host::lvm::LvmConfig;
@@ -21,40 +21,22 @@ use crate::host::lvm::LvmConfig;
 /// The private lvm2 configuration and the metadata files, in the build directory.
 pub const LVM_DIR: &str = "lvm";
 
-/// Where the LVM nodes can sit: the whole disk and its partitions.
-pub struct Bases<'a> {
-    pub raw: &'a Path,
-    pub image_node: &'a str,
-    pub size: u64,
-    pub extents: &'a [PartitionExtent],
-}
-
-impl Bases<'_> {
-    /// (offset in the raw file, bytes) of each node an LVM pv can sit on.
-    fn spans(&self) -> BTreeMap<String, (u64, u64)> {
-        let mut out = BTreeMap::from([(self.image_node.to_string(), (0, self.size))]);
-        for e in self.extents {
-            out.insert(e.name.clone(), (e.start_bytes, e.size_bytes));
-        }
-        out
-    }
-}
-
-/// Writes the volume groups and returns the block device of each logical
-/// volume (a loop device over its extents) and its size in bytes.
+/// Writes the volume groups onto the disk's nodes (`spans`, in the raw
+/// file `raw`) and returns each logical volume's block device (a loop
+/// device over its extents) and span.
 pub fn make(
     graph: &Graph,
-    bases: &Bases,
+    raw: &Path,
+    spans: &Spans,
     devices: &BTreeMap<String, PathBuf>,
     build: &Path,
     journal: &mut Journal,
     seed: Option<u64>,
-) -> anyhow::Result<BTreeMap<String, (PathBuf, u64)>> {
-    let spans = bases.spans();
+) -> anyhow::Result<BTreeMap<String, (PathBuf, Span)>> {
     let sizes = spans.iter().map(|(k, (_, s))| (k.clone(), *s)).collect();
     let layout = lvm::layout(graph, &sizes, seed)
         .map_err(|e| UsageError(format!("block-device config {}: {e}", graph.source())))?;
-    let lv_spans = lv_spans(&layout, &spans)?;
+    let lv_spans = lv_spans(&layout, spans)?;
     let dir = build.join(LVM_DIR);
     let pv_devices = pv_devices(&layout, devices)?;
     let config = LvmConfig::create(&dir, &pv_devices.values().cloned().collect::<Vec<_>>())?;
@@ -64,18 +46,15 @@ pub fn make(
     }
     let mut out = BTreeMap::new();
     for (lv, (offset, bytes)) in lv_spans {
-        let (dev, _) = journal.attach_loop_range(bases.raw, offset, Some(bytes))?;
-        out.insert(lv, (dev, bytes));
+        let (dev, _) = journal.attach_loop_range(raw, offset, Some(bytes))?;
+        out.insert(lv, (dev, (offset, bytes)));
     }
     Ok(out)
 }
 
 /// (offset in the raw file, bytes) of each logical volume; one that would
 /// span physical volumes is refused, since only device-mapper joins them.
-fn lv_spans(
-    layout: &Layout,
-    spans: &BTreeMap<String, (u64, u64)>,
-) -> Result<BTreeMap<String, (u64, u64)>, UsageError> {
+fn lv_spans(layout: &Layout, spans: &Spans) -> Result<Spans, UsageError> {
     let mut out = BTreeMap::new();
     for vg in &layout.vgs {
         for lv in &vg.lvs {

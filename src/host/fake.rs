@@ -46,7 +46,6 @@ impl FakeHost {
             caps: Capabilities {
                 root: true,
                 loop_devices: true,
-                device_mapper: false,
             },
             loops: 0,
             fail_undo: None,

@@ -35,7 +35,6 @@ pub fn is_root() -> bool {
 pub struct Capabilities {
     pub root: bool,
     pub loop_devices: bool,
-    pub device_mapper: bool,
 }
 
 /// The host side effects a build makes.
@@ -104,7 +103,6 @@ impl Host for RealHost {
         Capabilities {
             root: is_root(),
             loop_devices: loopdev::available(),
-            device_mapper: Path::new("/dev/mapper/control").exists(),
         }
     }
 }
