@@ -127,9 +127,13 @@ fn locked_builds_are_identical(s: &Path, lock: &Path, first: &Path) -> Result<()
             common::sha256(&out.with_extension(ext))?,
         );
         if a != b {
-            return Err(
-                format!("two builds from one lockfile differ in {ext}: {a} and {b}").into(),
-            );
+            let mut report = format!("two builds from one lockfile differ in {ext}: {a} and {b}\n");
+            let tars = (first.with_extension("tar"), out.with_extension("tar"));
+            for f in common::tardiff::differing_files(&tars.0, &tars.1)? {
+                report.push_str(&format!("  differs: {f}\n"));
+            }
+            report.push_str(&common::tardiff::diffoscope(&tars.0, &tars.1));
+            return Err(report.into());
         }
         println!("{ext}: both builds {a}");
     }

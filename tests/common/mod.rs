@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod chromium;
+pub mod tardiff;
 pub mod upstream;
 
 use libtest_mimic::{Failed, Trial};

@@ -2,7 +2,8 @@
 # Checks elements/debootstrap/root.d/08-debootstrap's root cache without root
 # or network: a fake mmdebstrap on PATH makes a tiny root and records its
 # calls. The cache is saved, used instead of bootstrapping, and a damaged
-# entry is replaced by a fresh bootstrap. Our dpkg option does not stay in
+# entry is replaced by a fresh bootstrap, and SOURCE_DATE_EPOCH keys the
+# entry. Our dpkg option does not stay in
 # the root; a user's own option does.
 set -eu -o pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -59,8 +60,15 @@ case $tarball in
     *) gzip -t "$tarball" ;;
 esac || fail "the damaged entry was not replaced by a good one"
 
+# Another epoch is another tree (pwconv writes its day into /etc/shadow): a
+# root cached under one SOURCE_DATE_EPOCH must not serve another.
+SOURCE_DATE_EPOCH=1700000000 run 5
+[ "$(calls)" = 3 ] || fail "a root cached without SOURCE_DATE_EPOCH served a build with it"
+SOURCE_DATE_EPOCH=1700000000 run 6
+[ "$(calls)" = 3 ] || fail "the root cached under SOURCE_DATE_EPOCH was not used again"
+
 FAKE_USER_OPT='path-exclude=/usr/share/man/*' DIB_DEBOOTSTRAP_CACHE=0 DIB_DEBIAN_USE_DEBOOTSTRAP_CACHE=0 run 4
 [ "$(cat "$work/root4/etc/dpkg/dpkg.cfg.d/99mmdebstrap")" = 'path-exclude=/usr/share/man/*' ] \
     || fail "a user's own dpkg option must stay: $(cat "$work/root4/etc/dpkg/dpkg.cfg.d/99mmdebstrap")"
 
-echo "ok: debootstrap root cache (save, use, repair) and dpkg options"
+echo "ok: debootstrap root cache (save, use, repair, keyed by the epoch) and dpkg options"
