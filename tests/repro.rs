@@ -4,7 +4,7 @@
 //! - The fake OS (a tree of the host's own tools, no package manager) must be
 //!   bit-identical in every format: tar, raw, qcow2, docker, oci, tar.zst and
 //!   raw.zst (which must also decompress to the tar and the raw). This fails
-//!   CI when it breaks.
+//!   CI when it breaks. So must an LVM layout on the fake OS (raw).
 //! - debian-minimal (tar, raw, qcow2, the kernel's initrd included) must be
 //!   bit-identical too. An output type listed in `DEBIAN_KNOWN_GAPS` may still
 //!   differ: the test then prints the differing files as a KNOWN GAP (issue 7
@@ -52,6 +52,17 @@ fn main() {
             "fake_os_is_bit_identical_in_every_format",
             &fast,
             fake_os_identical,
+        ),
+        trial(
+            "lvm_layout_is_bit_identical",
+            &[
+                Need::Root,
+                Need::LoopDevices,
+                Need::Tool("pvcreate"),
+                Need::Tool("vgcfgrestore"),
+                Need::Tool("mke2fs"),
+            ],
+            lvm_identical,
         ),
         // Two more full builds: CI proves debian-minimal's bit-identical
         // rebuild in tests/lockfile.rs (two --lockfile builds, one from an
@@ -182,6 +193,87 @@ fn fake_os_identical() -> Result<(), Failed> {
         }
     }
     Ok(())
+}
+
+/// A volume group of two ext4 volumes on a GPT partition. lvm2 writes the
+/// build host's name, the time, the command line and the loop device into
+/// the metadata; dib-create rewrites them (see src/blockdev/lvm_mda.rs).
+const LVM_CONFIG: &str = "\
+- local_loop:
+    name: image0
+- partitioning:
+    base: image0
+    label: gpt
+    partitions:
+      - name: root
+        type: '8E00'
+        size: 100%
+- lvm:
+    name: lvm
+    base: [root]
+    pvs:
+      - name: pv
+        base: root
+    vgs:
+      - name: vg
+        base: [pv]
+    lvs:
+      - name: lv_root
+        base: vg
+        extents: 70%VG
+      - name: lv_srv
+        base: vg
+        extents: 20%VG
+- mkfs:
+    name: fs_root
+    base: lv_root
+    type: ext4
+    mount:
+      mount_point: /
+- mkfs:
+    name: fs_srv
+    base: lv_srv
+    type: ext4
+    mount:
+      mount_point: /srv
+";
+
+fn lvm_identical() -> Result<(), Failed> {
+    let (s1, s2) = (
+        Scratch::new("dib-create-repro-lvm-a-"),
+        Scratch::new("dib-create-repro-lvm-b-"),
+    );
+    let mut raws = Vec::new();
+    for s in [&s1, &s2] {
+        // Each build its own phase cache, as in the test above.
+        let args = ["-n", "--image-size", "0.3", "--image-cache"]
+            .map(String::from)
+            .into_iter()
+            .chain([s.path().join("cache").display().to_string()])
+            .collect::<Vec<_>>();
+        let mut c = s.command();
+        c.env("DIB_BLOCK_DEVICE_CONFIG", LVM_CONFIG);
+        let out = s.path().join("img");
+        c.env("SOURCE_DATE_EPOCH", EPOCH)
+            .args(&args)
+            .args(["-t", "raw", "-o"])
+            .arg(&out)
+            .arg("fake-os");
+        let o = c.output()?;
+        if !o.status.success() {
+            let log = String::from_utf8_lossy(&o.stderr);
+            return Err(format!("{c:?} failed:\n{}", common::tail(&log, 40)).into());
+        }
+        raws.push(out.with_extension("raw"));
+    }
+    if sha256(&raws[0])? != sha256(&raws[1])? {
+        let mut report = String::from("two builds of one LVM layout differ\n");
+        report.push_str(&rawdiff::explain(&raws[0], &raws[1])?);
+        return Err(report.into());
+    }
+    println!("LVM layout: raw is bit-identical");
+    s1.assert_nothing_left(&[])?;
+    s2.assert_nothing_left(&[])
 }
 
 fn debian_compared() -> Result<(), Failed> {

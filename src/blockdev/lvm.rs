@@ -2,8 +2,9 @@
 //! physical volume's extents begin and which extents each logical volume
 //! gets, allocated as lvm2 allocates a linear volume (config order, the
 //! largest free area first). From this layout the executor writes the volume
-//! group's metadata text (UUIDs seeded as the disk's ids are; lvm2 still
-//! adds the build host's name and time to the copy it writes) and builds
+//! group's metadata text (UUIDs seeded as the disk's ids are; what lvm2
+//! adds of the build host to the copy it writes is taken out again by
+//! [`super::lvm_mda`]) and builds
 //! each filesystem straight into its volume's extents. No step needs
 //! device-mapper, which CI runners and containers rarely have.
 
@@ -20,7 +21,8 @@ pub const EXTENT_BYTES: u64 = 4 << 20;
 /// the label, then the metadata area).
 pub const PE_START_BYTES: u64 = 1 << 20;
 const SECTOR: u64 = 512;
-/// The host name the metadata records (lvm2 writes the build host's).
+/// The host name the metadata records (lvm2 writes the build host's; see
+/// [`super::lvm_mda`]).
 pub const CREATION_HOST: &str = "dib-create";
 
 /// One physical volume: a partition given to a volume group.

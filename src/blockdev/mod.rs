@@ -47,6 +47,7 @@ pub mod fstab;
 pub mod graph;
 pub mod ids;
 pub mod lvm;
+pub mod lvm_mda;
 pub mod mkfs;
 pub mod partition;
 pub mod sfdisk;

@@ -9,11 +9,13 @@
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::disk::{Span, Spans};
 use crate::blockdev::Graph;
 use crate::blockdev::lvm::{self, Layout, VolumeGroup};
+use crate::blockdev::lvm_mda::{self, MdaHeader};
 use crate::error::UsageError;
 use crate::host::Journal;
 use crate::host::lvm::LvmConfig;
@@ -44,6 +46,7 @@ pub fn make(
     for vg in &layout.vgs {
         write_vg(vg, &pv_devices, &config, &dir, journal, time)?;
     }
+    make_reproducible(raw, &layout, spans, time)?;
     let mut out = BTreeMap::new();
     for (lv, (offset, bytes)) in lv_spans {
         let (dev, _) = journal.attach_loop_range(raw, offset, Some(bytes))?;
@@ -121,6 +124,44 @@ fn write_vg(
             .arg(&file)
             .arg(&vg.name),
     )?;
+    Ok(())
+}
+
+/// Rewrites lvm2's copy of each group's text on every physical volume
+/// without what differs between runs ([`lvm_mda`]). Through the raw file,
+/// as the partition tables are written: lvm2 wrote through the loop device
+/// with O_DIRECT, so nothing of it waits in a cache above the file.
+fn make_reproducible(raw: &Path, layout: &Layout, spans: &Spans, time: u64) -> anyhow::Result<()> {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(raw)
+        .with_context(|| format!("opening {}", raw.display()))?;
+    for pv in layout.vgs.iter().flat_map(|v| &v.pvs) {
+        let (start, _) = spans[&pv.base];
+        rewrite_metadata(&f, start, time)
+            .with_context(|| format!("the LVM metadata of pv {} in {}", pv.name, raw.display()))?;
+    }
+    f.sync_all()?;
+    Ok(())
+}
+
+fn rewrite_metadata(f: &fs::File, pv_start: u64, time: u64) -> anyhow::Result<()> {
+    let read = |at: u64, len: usize| -> std::io::Result<Vec<u8>> {
+        let mut b = vec![0; len];
+        f.read_exact_at(&mut b, at).map(|()| b)
+    };
+    let label = read(pv_start + lvm_mda::LABEL_OFFSET, lvm_mda::SECTOR)?;
+    let area = pv_start + lvm_mda::mda_offset(&label)?;
+    let header = MdaHeader::parse(&read(area, lvm_mda::SECTOR)?)?;
+    let at = area + header.text_offset;
+    let old = read(at, header.text_len as usize)?;
+    let new = lvm_mda::reproducible_text(&old, time)?;
+    // Zeros over what the old, longer text leaves past the new one.
+    let mut padded = new.clone();
+    padded.resize(old.len().max(new.len()), 0);
+    f.write_all_at(&padded, at)?;
+    f.write_all_at(&header.with_text(&new), area)?;
     Ok(())
 }
 
