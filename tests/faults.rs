@@ -57,6 +57,16 @@ fn main() {
         mount_point_symlink_refused,
     ));
     tests.push(trial(
+        "a_failure_after_the_pvs_are_written_leaves_no_volume_group",
+        &[
+            Need::Root,
+            Need::LoopDevices,
+            Need::Tool("vgcfgrestore"),
+            Need::Tool("vgs"),
+        ],
+        failure_after_lvm,
+    ));
+    tests.push(trial(
         "out_of_space_names_the_filesystem",
         &[Need::Root],
         out_of_space,
@@ -127,6 +137,59 @@ fn failing_hook(phase: &str) -> Result<(), Failed> {
         }
     }
     s.assert_nothing_left(&[out.with_extension("tar"), out.with_extension("raw")])
+}
+
+/// finalise.d runs once the disk exists: the physical volumes are written
+/// and each logical volume has its loop device.
+fn failure_after_lvm() -> Result<(), Failed> {
+    let etc_lvm = || {
+        common::run_ok({
+            let mut c = std::process::Command::new("find");
+            c.args(["/etc/lvm", "-printf", "%p %s %T@\\n"]);
+            c
+        })
+    };
+    let before = etc_lvm()?;
+    let s = Scratch::new("dib-create-faults-");
+    s.element("fails", "finalise.d", "echo about to fail; exit 3");
+    let out = s.path().join("img");
+    let o = s
+        .command()
+        .env("DIB_BLOCK_DEVICE_CONFIG", common::LVM_EXT4)
+        .args(["-n", "--image-size", "0.3", "-t", "raw", "-o"])
+        .arg(&out)
+        .args(["fake-os", "fails"])
+        .output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    if o.status.code() != Some(1)
+        || !err.contains("volume group vg")
+        || !err.contains("exit code 3")
+    {
+        return Err(format!(
+            "expected the metadata written, then exit 1 from finalise.d, got {:?}\n{}",
+            o.status,
+            common::tail(&err, 30)
+        )
+        .into());
+    }
+    s.assert_nothing_left(&[out.with_extension("raw")])?;
+    // The host's own lvm2 sees no group of the image, and keeps no trace.
+    let vgs = common::run_ok({
+        let mut c = std::process::Command::new("vgs");
+        c.args(["--noheadings", "-o", "vg_name,pv_name"]);
+        c
+    })?;
+    if vgs
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some("vg"))
+    {
+        return Err(format!("the host's lvm2 still sees the image's group:\n{vgs}").into());
+    }
+    let after = etc_lvm()?;
+    if after != before {
+        return Err(format!("/etc/lvm changed:\nbefore:\n{before}\nafter:\n{after}").into());
+    }
+    Ok(())
 }
 
 fn sigint_during_install() -> Result<(), Failed> {

@@ -195,49 +195,6 @@ fn fake_os_identical() -> Result<(), Failed> {
     Ok(())
 }
 
-/// A volume group of two ext4 volumes on a GPT partition. lvm2 writes the
-/// build host's name, the time, the command line and the loop device into
-/// the metadata; dib-create rewrites them (see src/blockdev/lvm_mda.rs).
-const LVM_CONFIG: &str = "\
-- local_loop:
-    name: image0
-- partitioning:
-    base: image0
-    label: gpt
-    partitions:
-      - name: root
-        type: '8E00'
-        size: 100%
-- lvm:
-    name: lvm
-    base: [root]
-    pvs:
-      - name: pv
-        base: root
-    vgs:
-      - name: vg
-        base: [pv]
-    lvs:
-      - name: lv_root
-        base: vg
-        extents: 70%VG
-      - name: lv_srv
-        base: vg
-        extents: 20%VG
-- mkfs:
-    name: fs_root
-    base: lv_root
-    type: ext4
-    mount:
-      mount_point: /
-- mkfs:
-    name: fs_srv
-    base: lv_srv
-    type: ext4
-    mount:
-      mount_point: /srv
-";
-
 fn lvm_identical() -> Result<(), Failed> {
     let (s1, s2) = (
         Scratch::new("dib-create-repro-lvm-a-"),
@@ -252,7 +209,7 @@ fn lvm_identical() -> Result<(), Failed> {
             .chain([s.path().join("cache").display().to_string()])
             .collect::<Vec<_>>();
         let mut c = s.command();
-        c.env("DIB_BLOCK_DEVICE_CONFIG", LVM_CONFIG);
+        c.env("DIB_BLOCK_DEVICE_CONFIG", common::LVM_EXT4);
         let out = s.path().join("img");
         c.env("SOURCE_DATE_EPOCH", EPOCH)
             .args(&args)
@@ -271,6 +228,9 @@ fn lvm_identical() -> Result<(), Failed> {
         report.push_str(&rawdiff::explain(&raws[0], &raws[1])?);
         return Err(report.into());
     }
+    // lvm2 writes the build host's name, the time, the command line and the
+    // loop device into the metadata; dib-create rewrites them
+    // (src/blockdev/lvm_mda.rs).
     println!("LVM layout: raw is bit-identical");
     s1.assert_nothing_left(&[])?;
     s2.assert_nothing_left(&[])

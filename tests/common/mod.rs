@@ -11,6 +11,48 @@ use libtest_mimic::{Failed, Trial};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// A block-device config: a volume group of two ext4 volumes on one GPT
+/// partition, for the fake OS (no lvm2 in the image, no bootloader).
+pub const LVM_EXT4: &str = "\
+- local_loop:
+    name: image0
+- partitioning:
+    base: image0
+    label: gpt
+    partitions:
+      - name: root
+        type: '8E00'
+        size: 100%
+- lvm:
+    name: lvm
+    base: [root]
+    pvs:
+      - name: pv
+        base: root
+    vgs:
+      - name: vg
+        base: [pv]
+    lvs:
+      - name: lv_root
+        base: vg
+        extents: 70%VG
+      - name: lv_srv
+        base: vg
+        extents: 20%VG
+- mkfs:
+    name: fs_root
+    base: lv_root
+    type: ext4
+    mount:
+      mount_point: /
+- mkfs:
+    name: fs_srv
+    base: lv_srv
+    type: ext4
+    mount:
+      mount_point: /srv
+";
+
 /// What a build of the fake OS onto an MBR disk needs (no network).
 pub const FAKE_OS_DISK: [Need; 4] = [
     Need::Root,
