@@ -680,6 +680,9 @@ const DIB_LVM_CONFIGS: &[&str] = &[
     "lvm_tree_multiple_pv",
     "lvm_tree_multiple_pv_vg",
     "lvm_tree_partition_ordering",
+    // lv_data takes all 476 extents of two 1G partitions: two runs, built in
+    // a file of its own and copied into place (src/exec/lvm.rs).
+    "lvm_tree_spanned_vg",
 ];
 
 fn dib_config(name: &str) -> Result<String, Failed> {
@@ -853,12 +856,12 @@ fn check_lvm_image(s: &Scratch, name: &str) -> Result<(), Failed> {
     let loops = PartitionLoops::attach(&raw, &parts)?;
     let conf = s.path().join("lvm-readback");
     let pvs = lvm_report(&conf, "pvs", "pv_name,vg_name,pe_start,pv_pe_count", &loops)?;
-    let lvs = lvm_report(
+    let lvs = one_row_per_volume(lvm_report(
         &conf,
         "lvs",
         "vg_name,lv_name,lv_size,seg_pe_ranges",
         &loops,
-    )?;
+    )?);
     let vg_extents = |vg: &str| -> u64 {
         pvs.iter()
             .filter(|p| field(p, "vg_name") == vg)
@@ -889,12 +892,68 @@ fn check_lvm_image(s: &Scratch, name: &str) -> Result<(), Failed> {
         );
     }
     for l in &lvs {
-        // `/dev/loopN:first-last`, one range: a linear volume on one pv.
-        let ranges = field(l, "seg_pe_ranges");
-        let (dev, span) = ranges
-            .split_once(':')
-            .ok_or(format!("{name}: pe ranges {ranges:?}"))?;
-        let first: u64 = span.split('-').next().unwrap_or("0").parse()?;
+        let runs = lv_runs(l, &pvs, &loops)?;
+        let size: u64 = field(l, "lv_size").parse()?;
+        let found = match runs[..] {
+            [(offset, _)] => check_filesystem_at(&raw, offset, size)?,
+            // Spanning physical volumes: its runs joined, as device-mapper
+            // joins them at boot.
+            _ => {
+                let joined = s.path().join(format!("{}.joined", field(l, "lv_name")));
+                join_runs(&raw, &runs, &joined)?;
+                let found = check_filesystem_at(&joined, 0, size)?;
+                std::fs::remove_file(&joined)?;
+                found
+            }
+        };
+        if found.is_none() && !field(l, "lv_name").contains("swap") {
+            return Err(format!(
+                "{name}: no filesystem at the extents of {}",
+                field(l, "lv_name")
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// lvs gives a row per segment with a segment field asked for: one row per
+/// volume, its segments' ranges in order, space-separated.
+fn one_row_per_volume(rows: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
+    let mut out: Vec<serde_json::Value> = Vec::new();
+    for row in rows {
+        let same = |r: &&mut serde_json::Value| {
+            field(r, "vg_name") == field(&row, "vg_name")
+                && field(r, "lv_name") == field(&row, "lv_name")
+        };
+        match out.iter_mut().find(|r| same(r)) {
+            Some(r) => {
+                let ranges = format!(
+                    "{} {}",
+                    field(r, "seg_pe_ranges"),
+                    field(&row, "seg_pe_ranges")
+                );
+                r["seg_pe_ranges"] = ranges.into();
+            }
+            None => out.push(row),
+        }
+    }
+    out
+}
+
+/// (offset in the raw file, bytes) of each run of extents of a volume, from
+/// `seg_pe_ranges`: `/dev/loopN:first-last`, one per segment.
+fn lv_runs(
+    lv: &serde_json::Value,
+    pvs: &[serde_json::Value],
+    loops: &PartitionLoops,
+) -> Result<Vec<(u64, u64)>, Failed> {
+    const EXTENT: u64 = 4 << 20;
+    let mut runs = Vec::new();
+    for range in field(lv, "seg_pe_ranges").split_whitespace() {
+        let (dev, span) = range.split_once(':').ok_or(format!("pe range {range:?}"))?;
+        let (first, last) = span.split_once('-').ok_or(format!("pe range {range:?}"))?;
+        let (first, last): (u64, u64) = (first.parse()?, last.parse()?);
         let pv = pvs
             .iter()
             .find(|p| field(p, "pv_name") == dev)
@@ -906,17 +965,25 @@ fn check_lvm_image(s: &Scratch, name: &str) -> Result<(), Failed> {
             .find(|(d, _)| d == dev)
             .map(|(_, s)| *s)
             .unwrap_or(0);
-        let offset = part_start + pe_start + first * (4 << 20);
-        let size: u64 = field(l, "lv_size").parse()?;
-        if check_filesystem_at(&raw, offset, size)?.is_none()
-            && !field(l, "lv_name").contains("swap")
-        {
-            return Err(format!(
-                "{name}: no filesystem at the extents of {}",
-                field(l, "lv_name")
-            )
-            .into());
-        }
+        runs.push((
+            part_start + pe_start + first * EXTENT,
+            (last - first + 1) * EXTENT,
+        ));
+    }
+    if runs.is_empty() {
+        return Err(format!("no extents for {}", field(lv, "lv_name")).into());
+    }
+    Ok(runs)
+}
+
+/// The bytes of `runs` of `raw`, one after another, in the file `to`.
+fn join_runs(raw: &Path, runs: &[(u64, u64)], to: &Path) -> Result<(), Failed> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut src = std::fs::File::open(raw)?;
+    let mut dst = std::fs::File::create(to)?;
+    for &(offset, bytes) in runs {
+        src.seek(SeekFrom::Start(offset))?;
+        std::io::copy(&mut (&mut src).take(bytes), &mut dst)?;
     }
     Ok(())
 }
@@ -936,9 +1003,9 @@ fn expect_refusal(o: &std::process::Output, what: &str, says: &str) -> Result<()
 }
 
 /// What cannot be built is refused as bad input with the reason and the way
-/// out: thin pools by --dry-run already; xfs on a volume too small for it and
-/// a volume that would span two physical volumes once the disk is laid out,
-/// before finalise.d and before any filesystem is made.
+/// out: thin pools by --dry-run already; xfs on a volume too small for it
+/// once the disk is laid out, before finalise.d and before any filesystem
+/// is made.
 fn lvm_refusals() -> Result<(), Failed> {
     let s = Scratch::new("dib-create-lvm-");
     let mut c = s.command();
@@ -960,25 +1027,5 @@ fn lvm_refusals() -> Result<(), Failed> {
         "xfs on 100 MiB",
         "mkfs.xfs makes none smaller than 300 MiB",
     )?;
-    // 5 GB of partitions: 3G, then two of 1G (238 extents each), and lv_data
-    // needs all 476 of them: linear across the two, which device-mapper
-    // joins at boot but a build without it cannot fill (src/exec/lvm.rs,
-    // lv_spans).
-    let mut c = s.command();
-    c.env(
-        "DIB_BLOCK_DEVICE_CONFIG",
-        dib_config("lvm_tree_spanned_vg")?,
-    )
-    .args(["-n", "--image-size", "6", "-t", "raw", "-o"])
-    .arg(s.path().join("lvm_tree_spanned_vg"))
-    .arg("fake-os");
-    expect_refusal(
-        &c.output()?,
-        "spanned vg",
-        "lv lv_data does not fit on one physical volume",
-    )?;
-    s.assert_nothing_left(&[
-        s.path().join("lvm_tree_spanned_vg.raw"),
-        s.path().join("lvm_tree.raw"),
-    ])
+    s.assert_nothing_left(&[s.path().join("lvm_tree.raw")])
 }

@@ -77,17 +77,19 @@ impl VolumeGroup {
         self.lvs.iter().map(LogicalVolume::extents).sum()
     }
 
-    /// Where `lv`'s data lies in its physical volume's partition, when it is
-    /// one run of extents: (pv index, byte offset in the partition, bytes).
-    pub fn contiguous_extent(&self, lv: &LogicalVolume) -> Option<(usize, u64, u64)> {
-        match lv.segments.as_slice() {
-            [s] => Some((
-                s.pv,
-                PE_START_BYTES + s.pv_extent * EXTENT_BYTES,
-                s.extents * EXTENT_BYTES,
-            )),
-            _ => None,
-        }
+    /// Where `lv`'s data lies, run by run in the volume's order: (pv index,
+    /// byte offset in that pv's partition, bytes).
+    pub fn runs(&self, lv: &LogicalVolume) -> Vec<(usize, u64, u64)> {
+        lv.segments
+            .iter()
+            .map(|s| {
+                (
+                    s.pv,
+                    PE_START_BYTES + s.pv_extent * EXTENT_BYTES,
+                    s.extents * EXTENT_BYTES,
+                )
+            })
+            .collect()
     }
 }
 

@@ -41,6 +41,8 @@ pub struct Disk {
     pub size: u64,
     /// Where each partition is, in table order.
     pub extents: Vec<partition::PartitionExtent>,
+    /// Logical volumes built apart, copied into the disk on detach.
+    pub spanned: Vec<super::lvm::Spanned>,
 }
 
 /// Where a block device node lies in the raw file: (offset, bytes).
@@ -169,12 +171,14 @@ pub fn create(
         }
     }
     let mut spans = disk_spans(&image_node, size, &extents);
+    let mut spanned = Vec::new();
     if graph.uses_lvm() {
         let lvs = super::lvm::make(graph, &raw, &spans, &devices, build, journal, seed)?;
-        for (lv, (dev, span)) in lvs {
+        for (lv, (dev, span)) in lvs.devices {
             devices.insert(lv.clone(), dev);
             spans.insert(lv, span);
         }
+        spanned = lvs.spanned;
     }
     check_min_sizes(graph, &spans)?;
     let facts = fat_ids_as_blkid_shows_them(fstab::facts_from_config(graph, seed))?;
@@ -186,6 +190,7 @@ pub fn create(
         facts,
         size,
         extents,
+        spanned,
     })
 }
 
@@ -609,10 +614,12 @@ fn measure(
     Ok((total, total - st.blocks_free() as u64 * block))
 }
 
-/// Detaches the loop device (everything is written) before conversion.
+/// Detaches the loop devices (everything is written) and copies in the
+/// volumes built apart, before conversion.
 pub fn detach(disk: &Disk, journal: &mut Journal) -> anyhow::Result<()> {
     journal.run(Cmd::new("flushing the disk", "sync"))?;
-    journal.undo_until(&disk.loop_entry)
+    journal.undo_until(&disk.loop_entry)?;
+    super::lvm::copy_spanned(&disk.raw, &disk.spanned)
 }
 
 /// Refuses a disk the host cannot make, before any work.

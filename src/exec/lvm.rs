@@ -3,8 +3,10 @@
 //! label and the volume group's metadata from it (`pvcreate --restorefile`,
 //! `vgcfgrestore`), and each logical volume becomes a loop device over its
 //! extents of the raw file, so its filesystem is made and filled there
-//! exactly as on a partition. Nothing is activated, so nothing of the image's
-//! volume groups outlives the loop devices, which the journal detaches.
+//! exactly as on a partition. A volume that spans physical volumes is built
+//! in a file of its own and copied into its extents at the end. Nothing is
+//! activated, so nothing of the image's volume groups outlives the loop
+//! devices, which the journal detaches.
 
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -23,9 +25,31 @@ use crate::host::lvm::LvmConfig;
 /// The private lvm2 configuration and the metadata files, in the build directory.
 pub const LVM_DIR: &str = "lvm";
 
+/// The logical volumes once their group's metadata is on the disk.
+pub struct Volumes {
+    /// Each volume's block device and span (a spanned volume's begins at
+    /// its first run and counts all of its bytes).
+    pub devices: BTreeMap<String, (PathBuf, Span)>,
+    /// The volumes built in files of their own, to be copied into place.
+    pub spanned: Vec<Spanned>,
+}
+
+/// A volume whose extents lie in more than one run (it spans physical
+/// volumes). Device-mapper would join the runs into one device; without
+/// it, the filesystem is made and filled in a file of the volume's size,
+/// which [`copy_spanned`] writes run by run into the disk once its loop
+/// device is detached.
+#[derive(Clone, Debug)]
+pub struct Spanned {
+    pub file: PathBuf,
+    /// (offset in the raw file, bytes), in the volume's order.
+    pub runs: Vec<Span>,
+}
+
 /// Writes the volume groups onto the disk's nodes (`spans`, in the raw
-/// file `raw`) and returns each logical volume's block device (a loop
-/// device over its extents) and span.
+/// file `raw`) and gives each logical volume a block device: a loop device
+/// over its extents of the raw file, or over a file of its own when it
+/// spans physical volumes.
 pub fn make(
     graph: &Graph,
     raw: &Path,
@@ -34,11 +58,10 @@ pub fn make(
     build: &Path,
     journal: &mut Journal,
     seed: Option<u64>,
-) -> anyhow::Result<BTreeMap<String, (PathBuf, Span)>> {
+) -> anyhow::Result<Volumes> {
     let sizes = spans.iter().map(|(k, (_, s))| (k.clone(), *s)).collect();
     let layout = lvm::layout(graph, &sizes, seed)
         .map_err(|e| UsageError(format!("block-device config {}: {e}", graph.source())))?;
-    let lv_spans = lv_spans(&layout, spans)?;
     let dir = build.join(LVM_DIR);
     let pv_devices = pv_devices(&layout, devices)?;
     let config = LvmConfig::create(&dir, &pv_devices.values().cloned().collect::<Vec<_>>())?;
@@ -47,33 +70,79 @@ pub fn make(
         write_vg(vg, &pv_devices, &config, &dir, journal, time)?;
     }
     make_reproducible(raw, &layout, spans, time)?;
-    let mut out = BTreeMap::new();
-    for (lv, (offset, bytes)) in lv_spans {
-        let (dev, _) = journal.attach_loop_range(raw, offset, Some(bytes))?;
-        out.insert(lv, (dev, (offset, bytes)));
+    let mut out = Volumes {
+        devices: BTreeMap::new(),
+        spanned: Vec::new(),
+    };
+    for (lv, runs) in lv_runs(&layout, spans) {
+        let bytes = runs.iter().map(|(_, b)| b).sum();
+        let dev = match runs[..] {
+            [(offset, b)] => journal.attach_loop_range(raw, offset, Some(b))?.0,
+            _ => {
+                let file = dir.join(format!("{lv}.lv"));
+                fs::File::create_new(&file)
+                    .and_then(|f| f.set_len(bytes))
+                    .with_context(|| format!("creating {}", file.display()))?;
+                let dev = journal.attach_loop(&file)?.0;
+                out.spanned.push(Spanned {
+                    file,
+                    runs: runs.clone(),
+                });
+                dev
+            }
+        };
+        out.devices.insert(lv, (dev, (runs[0].0, bytes)));
     }
     Ok(out)
 }
 
-/// (offset in the raw file, bytes) of each logical volume; one that would
-/// span physical volumes is refused, since only device-mapper joins them.
-fn lv_spans(layout: &Layout, spans: &Spans) -> Result<Spans, UsageError> {
+/// (offset in the raw file, bytes) of each run of each logical volume.
+fn lv_runs(layout: &Layout, spans: &Spans) -> BTreeMap<String, Vec<Span>> {
     let mut out = BTreeMap::new();
     for vg in &layout.vgs {
         for lv in &vg.lvs {
-            let (pv, offset, bytes) = vg.contiguous_extent(lv).ok_or_else(|| {
-                UsageError(format!(
-                    "lv {} does not fit on one physical volume of {} and would span two; \
-                     without device-mapper its filesystem cannot be built across them: \
-                     make it smaller than the largest pv, or a pv larger",
-                    lv.name, vg.name
-                ))
-            })?;
-            let (start, _) = spans[&vg.pvs[pv].base];
-            out.insert(lv.name.clone(), (start + offset, bytes));
+            let runs = vg
+                .runs(lv)
+                .into_iter()
+                .map(|(pv, offset, bytes)| (spans[&vg.pvs[pv].base].0 + offset, bytes))
+                .collect();
+            out.insert(lv.name.clone(), runs);
         }
     }
-    Ok(out)
+    out
+}
+
+/// Writes each spanned volume's file into its runs of the raw file. Only
+/// after its loop device is detached, so that everything is in the file.
+/// The runs were never written, so chunks of zeros are skipped and the raw
+/// file stays sparse there.
+pub fn copy_spanned(raw: &Path, spanned: &[Spanned]) -> anyhow::Result<()> {
+    const CHUNK: usize = 1 << 20;
+    let out = fs::OpenOptions::new()
+        .write(true)
+        .open(raw)
+        .with_context(|| format!("opening {}", raw.display()))?;
+    let mut buf = vec![0u8; CHUNK];
+    for s in spanned {
+        let src =
+            fs::File::open(&s.file).with_context(|| format!("opening {}", s.file.display()))?;
+        let mut from = 0u64;
+        for &(at, bytes) in &s.runs {
+            let mut done = 0u64;
+            while done < bytes {
+                let n = CHUNK.min((bytes - done) as usize);
+                src.read_exact_at(&mut buf[..n], from + done)?;
+                if buf[..n].iter().any(|&b| b != 0) {
+                    out.write_all_at(&buf[..n], at + done)?;
+                }
+                done += n as u64;
+            }
+            from += bytes;
+        }
+        fs::remove_file(&s.file)?;
+    }
+    out.sync_all()?;
+    Ok(())
 }
 
 /// The device of each physical volume, by pv name.
