@@ -1003,29 +1003,43 @@ fn expect_refusal(o: &std::process::Output, what: &str, says: &str) -> Result<()
 }
 
 /// What cannot be built is refused as bad input with the reason and the way
-/// out: thin pools by --dry-run already; xfs on a volume too small for it
-/// once the disk is laid out, before finalise.d and before any filesystem
-/// is made.
+/// out: by --dry-run, thin pools and xfs on a volume the config makes too
+/// small for it; xfs on a volume whose share of the disk is too small, once
+/// the disk is laid out, before finalise.d and before any filesystem is made.
 fn lvm_refusals() -> Result<(), Failed> {
     let s = Scratch::new("dib-create-lvm-");
-    let mut c = s.command();
-    c.env(
-        "DIB_BLOCK_DEVICE_CONFIG",
-        dib_config("lvm_tree_thin_provision")?,
-    )
-    .args(["--dry-run", "-t", "raw", "-o"])
-    .arg(s.path().join("thin"))
-    .arg("fake-os");
+    let dry_run = |config: &str, name: &str| -> Result<std::process::Output, Failed> {
+        let mut c = s.command();
+        c.env("DIB_BLOCK_DEVICE_CONFIG", config)
+            .args(["--dry-run", "-t", "raw", "-o"])
+            .arg(s.path().join(name))
+            .arg("fake-os");
+        Ok(c.output()?)
+    };
     expect_refusal(
-        &c.output()?,
+        &dry_run(&dib_config("lvm_tree_thin_provision")?, "thin")?,
         "thin pool",
         "lv lv_thinpool is a thin-pool volume",
     )?;
-    let (o, _) = build_on_config(&s, "lvm_tree", &dib_config("lvm_tree")?)?;
     expect_refusal(
-        &o,
-        "xfs on 100 MiB",
-        "mkfs.xfs makes none smaller than 300 MiB",
+        &dry_run(&dib_config("lvm_tree")?, "lvm_tree")?,
+        "xfs on 100M (92 MiB in whole extents)",
+        "fs_log sits on lv_log, which is 92 MiB; mkfs.xfs makes none smaller than 300 MiB",
     )?;
-    s.assert_nothing_left(&[s.path().join("lvm_tree.raw")])
+    // 20% of the group on a 0.3 GB disk: 60 MiB, known once it is laid out.
+    let small = common::LVM_EXT4.replace(
+        "    base: lv_srv\n    type: ext4",
+        "    base: lv_srv\n    type: xfs",
+    );
+    let mut c = s.command();
+    c.env("DIB_BLOCK_DEVICE_CONFIG", &small)
+        .args(["-n", "--image-size", "0.3", "-t", "raw", "-o"])
+        .arg(s.path().join("small"))
+        .arg("fake-os");
+    expect_refusal(
+        &c.output()?,
+        "xfs on 20% of the group",
+        "fs_srv sits on lv_srv, which is 60 MiB; mkfs.xfs makes none smaller than 300 MiB",
+    )?;
+    s.assert_nothing_left(&[s.path().join("lvm_tree.raw"), s.path().join("small.raw")])
 }

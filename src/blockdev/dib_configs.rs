@@ -60,8 +60,21 @@ const TABLE: &[(&str, Want)] = &[
         Reject(|e| matches!(e, E::DuplicateName { name, .. } if name == "this_is_a_duplicate")),
     ),
     ("gpt_efi.yaml", Accept),
-    ("lvm_graph.yaml", Accept),
-    ("lvm_tree.yaml", Accept),
+    // DIB accepts the lvm_* configs with a 100M xfs volume, then mkfs.xfs
+    // (xfsprogs 5.19 and later) fails on it: 92 MiB in whole extents, under
+    // its 300 MiB floor. The plan refuses it up front, naming the volume.
+    (
+        "lvm_graph.yaml",
+        PlanRefuses(
+            "fs_log sits on lv_log, which is 92 MiB; mkfs.xfs makes none smaller than 300 MiB",
+        ),
+    ),
+    (
+        "lvm_tree.yaml",
+        PlanRefuses(
+            "fs_log sits on lv_log, which is 92 MiB; mkfs.xfs makes none smaller than 300 MiB",
+        ),
+    ),
     // DIB accepts the graph, then fails writing the MBR: `type: 'EF00'` and
     // `'EF02'` are GPT type codes that do not fit the MBR's one type byte
     // (DIB packs them with struct.pack("<B"), a struct.error). We read EF00
@@ -72,8 +85,18 @@ const TABLE: &[(&str, Want)] = &[
         "lvm_tree_multiple_partitions.yaml",
         Reject(|e| matches!(e, E::InvalidValue { field: "type", value, .. } if value == "EF02")),
     ),
-    ("lvm_tree_multiple_pv.yaml", Accept),
-    ("lvm_tree_multiple_pv_vg.yaml", Accept),
+    (
+        "lvm_tree_multiple_pv.yaml",
+        PlanRefuses(
+            "fs_log sits on lv_log, which is 92 MiB; mkfs.xfs makes none smaller than 300 MiB",
+        ),
+    ),
+    (
+        "lvm_tree_multiple_pv_vg.yaml",
+        PlanRefuses(
+            "fs_log sits on lv_log, which is 92 MiB; mkfs.xfs makes none smaller than 300 MiB",
+        ),
+    ),
     ("lvm_tree_partition_ordering.yaml", Accept),
     ("lvm_tree_spanned_vg.yaml", Accept),
     // Thin pools need device-mapper's thin target to be formatted; LVM is

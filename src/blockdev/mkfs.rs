@@ -17,6 +17,7 @@
 use anyhow::bail;
 use std::path::Path;
 
+use super::graph::Graph;
 use crate::host::Cmd;
 
 /// A filesystem to make.
@@ -42,6 +43,26 @@ pub enum FillMode {
 /// "300MB").
 pub fn min_bytes(fstype: &str) -> Option<u64> {
     (fstype == "xfs").then_some(300 << 20)
+}
+
+/// The first filesystem of `graph` whose device is smaller than its mkfs
+/// accepts, given each device's size in bytes (`bytes_of`, None where it is
+/// not known yet): the message naming the node, its size and the fix.
+pub fn too_small(graph: &Graph, bytes_of: impl Fn(&str) -> Option<u64>) -> Option<String> {
+    graph.filesystems().find_map(|(name, fsys)| {
+        let base = graph.node(name)?.bases.first()?;
+        let min = min_bytes(&fsys.fstype)?;
+        let bytes = bytes_of(base).filter(|b| *b < min)?;
+        let fstype = &fsys.fstype;
+        Some(format!(
+            "block-device config {}: {fstype} filesystem {name} sits on {base}, which is \
+             {} MiB; mkfs.{fstype} makes none smaller than {} MiB: make {base} larger or \
+             choose ext4",
+            graph.source(),
+            bytes >> 20,
+            min >> 20
+        ))
+    })
 }
 
 /// The fill mode used for `fstype` unless a caller asks otherwise.

@@ -367,30 +367,15 @@ pub fn fill(
 }
 
 /// A filesystem on a device smaller than its mkfs accepts is bad input:
-/// say which node, how large it is and what it needs, before finalise.d
-/// runs and long before mkfs would fail.
+/// said before finalise.d runs and long before mkfs would fail. The plan
+/// refused the sizes the config fixes; these are the laid-out ones.
 fn check_min_sizes(graph: &Graph, spans: &Spans) -> Result<(), UsageError> {
-    for (name, fsys) in graph.filesystems() {
-        let base = graph.node(name).and_then(|n| n.bases.first());
-        let (Some(min), Some(base)) = (mkfs::min_bytes(&fsys.fstype), base) else {
-            continue;
-        };
-        let fstype = &fsys.fstype;
-        if let Some((_, bytes)) = spans.get(base).filter(|(_, b)| *b < min) {
-            return Err(UsageError(format!(
-                "block-device config {}: {fstype} filesystem {name} sits on {base}, which is \
-                 {} MiB; mkfs.{fstype} makes none smaller than {} MiB: make {base} larger or \
-                 choose ext4",
-                graph.source(),
-                bytes >> 20,
-                min >> 20
-            )));
-        }
+    match mkfs::too_small(graph, |node| spans.get(node).map(|(_, b)| *b)) {
+        Some(why) => Err(UsageError(why)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
-/// mkfs options as words; DIB passes them through a shell, so quotes count.
 fn split_opts(opts: Option<&str>) -> Vec<String> {
     opts.map(shell_words).unwrap_or_default()
 }

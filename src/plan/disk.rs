@@ -96,6 +96,9 @@ pub(crate) fn check_buildable(graph: &Graph) -> Result<(), UsageError> {
             graph.local_loops().count()
         )));
     }
+    if let Some(why) = blockdev::mkfs::too_small(graph, |node| fixed_bytes(graph, node)) {
+        return Err(UsageError(why));
+    }
     if graph.root_filesystem().is_none() {
         return Err(UsageError(format!(
             "{}: no filesystem is mounted at /; the image's tree needs a root filesystem \
@@ -104,6 +107,23 @@ pub(crate) fn check_buildable(graph: &Graph) -> Result<(), UsageError> {
         )));
     }
     Ok(())
+}
+
+/// A device's size when the config fixes it: a partition of absolute size
+/// (never larger once placed), a logical volume of absolute size (rounded
+/// down to whole extents, as DIB and lvcreate round it).
+fn fixed_bytes(graph: &Graph, node: &str) -> Option<u64> {
+    use blockdev::config::Spec;
+    use blockdev::size::SizeSpec;
+    const EXTENT: u64 = blockdev::lvm::EXTENT_BYTES;
+    match &graph.node(node)?.spec {
+        Spec::Partition(p) => match p.size {
+            SizeSpec::Bytes(b) => Some(b),
+            SizeSpec::Percent(_) => None,
+        },
+        Spec::Lv(lv) => lv.size.map(|b| b / EXTENT * EXTENT),
+        _ => None,
+    }
 }
 
 /// Where the config comes from, in DIB's order.
