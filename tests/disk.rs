@@ -715,20 +715,8 @@ fn build_on_config(
         .args(["-n", "-t", "raw", "-o"])
         .arg(s.path().join(name))
         .arg("fake-os");
-    let before = etc_lvm_state();
+    let before = common::etc_lvm_state();
     Ok((c.output()?, before))
-}
-
-/// Every file under the host's /etc/lvm with its contents' hash.
-fn etc_lvm_state() -> String {
-    let o = Command::new("sh")
-        .args([
-            "-c",
-            "find /etc/lvm -type f -exec sha256sum {} + 2>/dev/null | sort",
-        ])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).to_string());
-    o.unwrap_or_default()
 }
 
 /// Read-only loop devices over every partition of `raw`, detached on drop.
@@ -842,7 +830,7 @@ fn dib_lvm_configs() -> Result<(), Failed> {
             .into());
         }
         check_lvm_image(&s, name)?;
-        if etc_lvm_state() != etc_before {
+        if common::etc_lvm_state() != etc_before {
             return Err(format!("{name}: the build changed the host's /etc/lvm").into());
         }
         s.assert_nothing_left(&[])?;

@@ -86,16 +86,18 @@ fn main() {
 fn build(
     s: &Scratch,
     extra: &[impl AsRef<std::ffi::OsStr>],
+    env: &[(&str, &str)],
     types: &str,
     elements: &[&str],
 ) -> Result<BTreeMap<String, PathBuf>, Failed> {
-    build_logged(s, extra, types, elements).map(|(outputs, _)| outputs)
+    build_logged(s, extra, env, types, elements).map(|(outputs, _)| outputs)
 }
 
 /// `build`, also returning the build's log (dib-create logs to stderr).
 fn build_logged(
     s: &Scratch,
     extra: &[impl AsRef<std::ffi::OsStr>],
+    env: &[(&str, &str)],
     types: &str,
     elements: &[&str],
 ) -> Result<(BTreeMap<String, PathBuf>, String), Failed> {
@@ -103,6 +105,7 @@ fn build_logged(
     let mut c = s.command();
     c.env("SOURCE_DATE_EPOCH", EPOCH)
         .env("DIB_RELEASE", "bookworm")
+        .envs(env.iter().copied())
         .args(extra)
         .args(["-t", types, "-o"])
         .arg(&out)
@@ -160,26 +163,38 @@ fn differing(
     Ok(diff)
 }
 
+/// The fake OS builds' arguments: a small disk, and the phase cache on, as
+/// users have it, but each build its own: with one shared cache the second
+/// build would only re-emit the first one's outputs.
+fn own_cache(s: &Scratch) -> Vec<String> {
+    let cache = s.path().join("cache");
+    ["-n", "--image-size", "0.3", "--image-cache"]
+        .map(String::from)
+        .into_iter()
+        .chain([cache.display().to_string()])
+        .collect()
+}
+
 fn fake_os_identical() -> Result<(), Failed> {
     let types = "tar,raw,qcow2,docker,oci,tar.zst,raw.zst";
     let (s1, s2) = (
         Scratch::new("dib-create-repro-a-"),
         Scratch::new("dib-create-repro-b-"),
     );
-    // The phase cache stays on, as users have it, but each build gets its
-    // own: with one shared cache the second build would only re-emit the
-    // first one's outputs.
-    let with_own_cache = |s: &Scratch| {
-        let cache = s.path().join("cache");
-        ["-n", "--image-size", "0.3", "--image-cache"]
-            .map(String::from)
-            .into_iter()
-            .chain([cache.display().to_string()])
-            .collect::<Vec<_>>()
-    };
-    let (args1, args2) = (with_own_cache(&s1), with_own_cache(&s2));
-    let a = build(&s1, &args1, types, &["fake-os", "block-device-efi"])?;
-    let b = build(&s2, &args2, types, &["fake-os", "block-device-efi"])?;
+    let a = build(
+        &s1,
+        &own_cache(&s1),
+        &[],
+        types,
+        &["fake-os", "block-device-efi"],
+    )?;
+    let b = build(
+        &s2,
+        &own_cache(&s2),
+        &[],
+        types,
+        &["fake-os", "block-device-efi"],
+    )?;
     let diff = differing(&a, &b)?;
     if !diff.is_empty() {
         return Err(format!("not reproducible: {diff:?}").into());
@@ -200,28 +215,10 @@ fn lvm_identical() -> Result<(), Failed> {
         Scratch::new("dib-create-repro-lvm-a-"),
         Scratch::new("dib-create-repro-lvm-b-"),
     );
+    let config = [("DIB_BLOCK_DEVICE_CONFIG", common::LVM_EXT4)];
     let mut raws = Vec::new();
     for s in [&s1, &s2] {
-        // Each build its own phase cache, as in the test above.
-        let args = ["-n", "--image-size", "0.3", "--image-cache"]
-            .map(String::from)
-            .into_iter()
-            .chain([s.path().join("cache").display().to_string()])
-            .collect::<Vec<_>>();
-        let mut c = s.command();
-        c.env("DIB_BLOCK_DEVICE_CONFIG", common::LVM_EXT4);
-        let out = s.path().join("img");
-        c.env("SOURCE_DATE_EPOCH", EPOCH)
-            .args(&args)
-            .args(["-t", "raw", "-o"])
-            .arg(&out)
-            .arg("fake-os");
-        let o = c.output()?;
-        if !o.status.success() {
-            let log = String::from_utf8_lossy(&o.stderr);
-            return Err(format!("{c:?} failed:\n{}", common::tail(&log, 40)).into());
-        }
-        raws.push(out.with_extension("raw"));
+        raws.push(build(s, &own_cache(s), &config, "raw", &["fake-os"])?["raw"].clone());
     }
     if sha256(&raws[0])? != sha256(&raws[1])? {
         let mut report = String::from("two builds of one LVM layout differ\n");
@@ -254,8 +251,8 @@ fn debian_compared() -> Result<(), Failed> {
     // outputs, so it is off here; the vm and disk tests build debian-minimal
     // with it on.
     let every_phase = ["--no-phase-cache"];
-    let (a, log_a) = build_logged(&s1, &every_phase, types, &elements)?;
-    let (b, log_b) = build_logged(&s2, &every_phase, types, &elements)?;
+    let (a, log_a) = build_logged(&s1, &every_phase, &[], types, &elements)?;
+    let (b, log_b) = build_logged(&s2, &every_phase, &[], types, &elements)?;
     for (log, says) in [(log_a, "saving the root"), (log_b, "unpacking cached root")] {
         if !log.contains(says) {
             return Err(format!(

@@ -93,6 +93,17 @@ impl VolumeGroup {
     }
 }
 
+/// A volume's size when the config fixes it: `size` rounded down to whole
+/// extents (as DIB and lvcreate round it), or a plain extent count. None
+/// for a share of the group.
+pub fn fixed_bytes(spec: &LvSpec) -> Option<u64> {
+    match (spec.size, spec.extents.as_deref()) {
+        (Some(bytes), _) => Some(bytes / EXTENT_BYTES * EXTENT_BYTES),
+        (None, Some(e)) => e.parse::<u64>().ok().map(|n| n * EXTENT_BYTES),
+        (None, None) => None,
+    }
+}
+
 /// Every volume group of a config, with its volumes placed.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Layout {

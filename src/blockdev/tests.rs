@@ -1319,3 +1319,22 @@ fn image_for_root_on_a_volume_gives_the_root_its_share() {
     );
     assert!(home >= 300 * MIB, "lv_home {home}");
 }
+
+#[test]
+fn lvm_fixed_sizes_are_whole_extents() {
+    let spec = |size: Option<u64>, extents: Option<&str>| config::LogicalVolume {
+        size,
+        extents: extents.map(String::from),
+        options: Vec::new(),
+        lv_type: None,
+        thin_pool: None,
+    };
+    // 100M is 100,000,000 bytes: 23 extents of 4 MiB.
+    assert_eq!(
+        lvm::fixed_bytes(&spec(Some(100_000_000), None)),
+        Some(92 * MIB)
+    );
+    assert_eq!(lvm::fixed_bytes(&spec(None, Some("10"))), Some(40 * MIB));
+    assert_eq!(lvm::fixed_bytes(&spec(None, Some("20%VG"))), None);
+    assert_eq!(lvm::fixed_bytes(&spec(None, None)), None);
+}

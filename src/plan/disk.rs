@@ -110,18 +110,16 @@ pub(crate) fn check_buildable(graph: &Graph) -> Result<(), UsageError> {
 }
 
 /// A device's size when the config fixes it: a partition of absolute size
-/// (never larger once placed), a logical volume of absolute size (rounded
-/// down to whole extents, as DIB and lvcreate round it).
+/// (never larger once placed), a logical volume of fixed size.
 fn fixed_bytes(graph: &Graph, node: &str) -> Option<u64> {
     use blockdev::config::Spec;
     use blockdev::size::SizeSpec;
-    const EXTENT: u64 = blockdev::lvm::EXTENT_BYTES;
     match &graph.node(node)?.spec {
         Spec::Partition(p) => match p.size {
             SizeSpec::Bytes(b) => Some(b),
             SizeSpec::Percent(_) => None,
         },
-        Spec::Lv(lv) => lv.size.map(|b| b / EXTENT * EXTENT),
+        Spec::Lv(lv) => blockdev::lvm::fixed_bytes(lv),
         _ => None,
     }
 }

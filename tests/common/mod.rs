@@ -340,3 +340,15 @@ pub fn with_loop_at<T>(
     let _ = Command::new("losetup").args(["-d", &dev]).status();
     result
 }
+
+/// Every file under the host's /etc/lvm with its contents' hash.
+pub fn etc_lvm_state() -> String {
+    let o = Command::new("sh")
+        .args([
+            "-c",
+            "find /etc/lvm -type f -exec sha256sum {} + 2>/dev/null | sort",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string());
+    o.unwrap_or_default()
+}
