@@ -847,9 +847,21 @@ fn check_lvm_image(s: &Scratch, name: &str) -> Result<(), Failed> {
     let lvs = one_row_per_volume(lvm_report(
         &conf,
         "lvs",
-        "vg_name,lv_name,lv_size,seg_pe_ranges",
+        "vg_name,lv_name,lv_size,seg_pe_ranges,vg_autoactivation",
         &loops,
     )?);
+    // The build holds its groups from the host's event activation; the
+    // image's initramfs must find them activatable.
+    if let Some(l) = lvs
+        .iter()
+        .find(|l| field(l, "vg_autoactivation") != "enabled")
+    {
+        return Err(format!(
+            "{name}: volume group {} is left flagged against autoactivation",
+            field(l, "vg_name")
+        )
+        .into());
+    }
     let vg_extents = |vg: &str| -> u64 {
         pvs.iter()
             .filter(|p| field(p, "vg_name") == vg)

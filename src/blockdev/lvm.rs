@@ -24,6 +24,14 @@ const SECTOR: u64 = 512;
 /// The host name the metadata records (lvm2 writes the build host's; see
 /// [`super::lvm_mda`]).
 pub const CREATION_HOST: &str = "dib-create";
+/// The volume group's flags while the build holds it. On a host with udev
+/// and lvm2's event activation, each label written to a loop device wakes
+/// `pvscan`, which would activate the image's group with the host's own
+/// configuration and keep the loop devices busy; lvm2 skips a group so
+/// flagged. The finished image's copy has it taken out
+/// ([`super::lvm_mda::reproducible_text`]), so the image's initramfs
+/// activates it.
+pub const BUILD_VG_FLAGS: &str = "flags = [\"NOAUTOACTIVATE\"]";
 
 /// One physical volume: a partition given to a volume group.
 #[derive(Clone, Debug, PartialEq)]
@@ -295,7 +303,9 @@ pub fn metadata_text(vg: &VolumeGroup, devices: &[String], time: u64) -> String 
     t.push_str(concat!(
         "\tformat = \"lvm2\"\n",
         "\tstatus = [\"RESIZEABLE\", \"READ\", \"WRITE\"]\n",
-        "\tflags = []\n",
+    ));
+    let _ = writeln!(t, "\t{BUILD_VG_FLAGS}");
+    t.push_str(concat!(
         "\textent_size = 8192\n",
         "\tmax_lv = 0\n\tmax_pv = 0\n\tmetadata_copies = 0\n\n",
         "\tphysical_volumes {\n",

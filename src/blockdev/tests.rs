@@ -1256,6 +1256,8 @@ fn lvm_metadata_is_reproducible_and_names_every_extent() {
     assert_eq!(a, b);
     let text = lvm::metadata_text(&a.vgs[0], &["/dev/loop9p3".into()], 1_700_000_000);
     assert!(text.contains("creation_time = 1700000000"));
+    // Held from the host's event activation while the build writes it.
+    assert!(text.contains("\tflags = [\"NOAUTOACTIVATE\"]\n"));
     assert!(text.contains("pe_count = 256"));
     assert!(text.contains("dev_size = 2099200"));
     assert!(text.contains("\"pv0\", 58"));

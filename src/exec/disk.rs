@@ -41,8 +41,8 @@ pub struct Disk {
     pub size: u64,
     /// Where each partition is, in table order.
     pub extents: Vec<partition::PartitionExtent>,
-    /// Logical volumes built apart, copied into the disk on detach.
-    pub spanned: Vec<super::lvm::Spanned>,
+    /// The LVM work left for after the loop devices are detached.
+    pub lvm: super::lvm::Finish,
 }
 
 /// Where a block device node lies in the raw file: (offset, bytes).
@@ -171,14 +171,14 @@ pub fn create(
         }
     }
     let mut spans = disk_spans(&image_node, size, &extents);
-    let mut spanned = Vec::new();
+    let mut lvm = super::lvm::Finish::default();
     if graph.uses_lvm() {
         let lvs = super::lvm::make(graph, &raw, &spans, &devices, build, journal, seed)?;
         for (lv, (dev, span)) in lvs.devices {
             devices.insert(lv.clone(), dev);
             spans.insert(lv, span);
         }
-        spanned = lvs.spanned;
+        lvm = lvs.finish;
     }
     check_min_sizes(graph, &spans)?;
     let facts = fat_ids_as_blkid_shows_them(fstab::facts_from_config(graph, seed))?;
@@ -190,7 +190,7 @@ pub fn create(
         facts,
         size,
         extents,
-        spanned,
+        lvm,
     })
 }
 
@@ -599,12 +599,12 @@ fn measure(
     Ok((total, total - st.blocks_free() as u64 * block))
 }
 
-/// Detaches the loop devices (everything is written) and copies in the
-/// volumes built apart, before conversion.
+/// Detaches the loop devices (everything is written), then finishes the
+/// LVM work through the raw file, before conversion.
 pub fn detach(disk: &Disk, journal: &mut Journal) -> anyhow::Result<()> {
     journal.run(Cmd::new("flushing the disk", "sync"))?;
     journal.undo_until(&disk.loop_entry)?;
-    super::lvm::copy_spanned(&disk.raw, &disk.spanned)
+    super::lvm::finish(&disk.raw, &disk.lvm)
 }
 
 /// Refuses a disk the host cannot make, before any work.

@@ -6,7 +6,8 @@
 //! exactly as on a partition. A volume that spans physical volumes is built
 //! in a file of its own and copied into its extents at the end. Nothing is
 //! activated, so nothing of the image's volume groups outlives the loop
-//! devices, which the journal detaches.
+//! devices, which the journal detaches. Once they are detached, [`finish`]
+//! copies the spanned volumes in and makes the metadata reproducible.
 
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -30,8 +31,22 @@ pub struct Volumes {
     /// Each volume's block device and span (a spanned volume's begins at
     /// its first run and counts all of its bytes).
     pub devices: BTreeMap<String, (PathBuf, Span)>,
+    /// What is left to do once the loop devices are detached.
+    pub finish: Finish,
+}
+
+/// The LVM work done through the raw file after its loop devices are
+/// detached: then no write through a device can follow it, and no device
+/// event shows the host the finished metadata, which no longer holds the
+/// group from activation.
+#[derive(Clone, Debug, Default)]
+pub struct Finish {
     /// The volumes built in files of their own, to be copied into place.
-    pub spanned: Vec<Spanned>,
+    spanned: Vec<Spanned>,
+    /// Where each physical volume begins in the raw file.
+    pv_starts: Vec<u64>,
+    /// The metadata's creation time.
+    time: u64,
 }
 
 /// A volume whose extents lie in more than one run (it spans physical
@@ -69,10 +84,14 @@ pub fn make(
     for vg in &layout.vgs {
         write_vg(vg, &pv_devices, &config, &dir, journal, time)?;
     }
-    make_reproducible(raw, &layout, spans, time)?;
+    let pv_starts = layout.vgs.iter().flat_map(|v| &v.pvs);
     let mut out = Volumes {
         devices: BTreeMap::new(),
-        spanned: Vec::new(),
+        finish: Finish {
+            spanned: Vec::new(),
+            pv_starts: pv_starts.map(|pv| spans[&pv.base].0).collect(),
+            time,
+        },
     };
     for (lv, runs) in lv_runs(&layout, spans) {
         let bytes = runs.iter().map(|(_, b)| b).sum();
@@ -84,7 +103,7 @@ pub fn make(
                     .and_then(|f| f.set_len(bytes))
                     .with_context(|| format!("creating {}", file.display()))?;
                 let dev = journal.attach_loop(&file)?.0;
-                out.spanned.push(Spanned {
+                out.finish.spanned.push(Spanned {
                     file,
                     runs: runs.clone(),
                 });
@@ -112,11 +131,21 @@ fn lv_runs(layout: &Layout, spans: &Spans) -> BTreeMap<String, Vec<Span>> {
     out
 }
 
+/// Copies in the spanned volumes and makes the metadata reproducible; only
+/// once every loop device over `raw` is detached.
+pub fn finish(raw: &Path, finish: &Finish) -> anyhow::Result<()> {
+    copy_spanned(raw, &finish.spanned)?;
+    make_reproducible(raw, &finish.pv_starts, finish.time)
+}
+
 /// Writes each spanned volume's file into its runs of the raw file. Only
 /// after its loop device is detached, so that everything is in the file.
 /// The runs were never written, so chunks of zeros are skipped and the raw
 /// file stays sparse there.
-pub fn copy_spanned(raw: &Path, spanned: &[Spanned]) -> anyhow::Result<()> {
+fn copy_spanned(raw: &Path, spanned: &[Spanned]) -> anyhow::Result<()> {
+    if spanned.is_empty() {
+        return Ok(());
+    }
     const CHUNK: usize = 1 << 20;
     let out = fs::OpenOptions::new()
         .write(true)
@@ -200,16 +229,22 @@ fn write_vg(
 /// without what differs between runs ([`lvm_mda`]). Through the raw file,
 /// as the partition tables are written: lvm2 wrote through the loop device
 /// with O_DIRECT, so nothing of it waits in a cache above the file.
-fn make_reproducible(raw: &Path, layout: &Layout, spans: &Spans, time: u64) -> anyhow::Result<()> {
+fn make_reproducible(raw: &Path, pv_starts: &[u64], time: u64) -> anyhow::Result<()> {
+    if pv_starts.is_empty() {
+        return Ok(());
+    }
     let f = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(raw)
         .with_context(|| format!("opening {}", raw.display()))?;
-    for pv in layout.vgs.iter().flat_map(|v| &v.pvs) {
-        let (start, _) = spans[&pv.base];
-        rewrite_metadata(&f, start, time)
-            .with_context(|| format!("the LVM metadata of pv {} in {}", pv.name, raw.display()))?;
+    for &start in pv_starts {
+        rewrite_metadata(&f, start, time).with_context(|| {
+            format!(
+                "the LVM metadata of the physical volume at byte {start} of {}",
+                raw.display()
+            )
+        })?;
     }
     f.sync_all()?;
     Ok(())
