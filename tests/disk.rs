@@ -715,7 +715,7 @@ fn build_on_config(
         .args(["-n", "-t", "raw", "-o"])
         .arg(s.path().join(name))
         .arg("fake-os");
-    let before = common::etc_lvm_state();
+    let before = common::etc_lvm_state()?;
     Ok((c.output()?, before))
 }
 
@@ -830,7 +830,7 @@ fn dib_lvm_configs() -> Result<(), Failed> {
             .into());
         }
         check_lvm_image(&s, name)?;
-        if common::etc_lvm_state() != etc_before {
+        if common::etc_lvm_state()? != etc_before {
             return Err(format!("{name}: the build changed the host's /etc/lvm").into());
         }
         s.assert_nothing_left(&[])?;

@@ -142,7 +142,7 @@ fn failing_hook(phase: &str) -> Result<(), Failed> {
 /// finalise.d runs once the disk exists: the physical volumes are written
 /// and each logical volume has its loop device.
 fn failure_after_lvm() -> Result<(), Failed> {
-    let before = common::etc_lvm_state();
+    let before = common::etc_lvm_state()?;
     let s = Scratch::new("dib-create-faults-");
     s.element("fails", "finalise.d", "echo about to fail; exit 3");
     let out = s.path().join("img");
@@ -178,7 +178,7 @@ fn failure_after_lvm() -> Result<(), Failed> {
     {
         return Err(format!("the host's lvm2 still sees the image's group:\n{vgs}").into());
     }
-    let after = common::etc_lvm_state();
+    let after = common::etc_lvm_state()?;
     if after != before {
         return Err(format!("/etc/lvm changed:\nbefore:\n{before}\nafter:\n{after}").into());
     }

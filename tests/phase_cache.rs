@@ -42,11 +42,13 @@ struct Run {
     raw: PathBuf,
 }
 
-/// One build of fake-os + the test element into `name`, with or without
-/// the phase cache (stored under the scratch directory).
+/// One build of fake-os + the test element into `name`, with the phase
+/// cache as users have it (on, stored under the scratch directory) or
+/// switched off for a reference build.
 fn build(s: &Scratch, name: &str, size: &str, cache: bool) -> Result<Run, Failed> {
-    let switch = [("DIB_CREATE_PHASE_CACHE", if cache { "1" } else { "0" })];
-    fake_build(s, name, "pc-test", &switch, &["--image-size", size])
+    let off = [("DIB_CREATE_PHASE_CACHE", "0")];
+    let env: &[(&str, &str)] = if cache { &[] } else { &off };
+    fake_build(s, name, "pc-test", env, &["--image-size", size])
 }
 
 /// One build of fake-os + `element` into `name` (tar and raw), with the

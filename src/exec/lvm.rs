@@ -84,12 +84,12 @@ pub fn make(
     for vg in &layout.vgs {
         write_vg(vg, &pv_devices, &config, &dir, journal, time)?;
     }
-    let pv_starts = layout.vgs.iter().flat_map(|v| &v.pvs);
+    let pvs = layout.vgs.iter().flat_map(|v| &v.pvs);
     let mut out = Volumes {
         devices: BTreeMap::new(),
         finish: Finish {
             spanned: Vec::new(),
-            pv_starts: pv_starts.map(|pv| spans[&pv.base].0).collect(),
+            pv_starts: pvs.map(|pv| spans[&pv.base].0).collect(),
             time,
         },
     };
@@ -134,23 +134,27 @@ fn lv_runs(layout: &Layout, spans: &Spans) -> BTreeMap<String, Vec<Span>> {
 /// Copies in the spanned volumes and makes the metadata reproducible; only
 /// once every loop device over `raw` is detached.
 pub fn finish(raw: &Path, finish: &Finish) -> anyhow::Result<()> {
-    copy_spanned(raw, &finish.spanned)?;
-    make_reproducible(raw, &finish.pv_starts, finish.time)
+    if finish.pv_starts.is_empty() {
+        return Ok(());
+    }
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(raw)
+        .with_context(|| format!("opening {}", raw.display()))?;
+    copy_spanned(&f, &finish.spanned)?;
+    make_reproducible(&f, &finish.pv_starts, finish.time)
+        .with_context(|| format!("the LVM metadata in {}", raw.display()))?;
+    f.sync_all()?;
+    Ok(())
 }
 
 /// Writes each spanned volume's file into its runs of the raw file. Only
 /// after its loop device is detached, so that everything is in the file.
 /// The runs were never written, so chunks of zeros are skipped and the raw
 /// file stays sparse there.
-fn copy_spanned(raw: &Path, spanned: &[Spanned]) -> anyhow::Result<()> {
-    if spanned.is_empty() {
-        return Ok(());
-    }
+fn copy_spanned(out: &fs::File, spanned: &[Spanned]) -> anyhow::Result<()> {
     const CHUNK: usize = 1 << 20;
-    let out = fs::OpenOptions::new()
-        .write(true)
-        .open(raw)
-        .with_context(|| format!("opening {}", raw.display()))?;
     let mut buf = vec![0u8; CHUNK];
     for s in spanned {
         let src =
@@ -170,7 +174,6 @@ fn copy_spanned(raw: &Path, spanned: &[Spanned]) -> anyhow::Result<()> {
         }
         fs::remove_file(&s.file)?;
     }
-    out.sync_all()?;
     Ok(())
 }
 
@@ -229,24 +232,11 @@ fn write_vg(
 /// without what differs between runs ([`lvm_mda`]). Through the raw file,
 /// as the partition tables are written: lvm2 wrote through the loop device
 /// with O_DIRECT, so nothing of it waits in a cache above the file.
-fn make_reproducible(raw: &Path, pv_starts: &[u64], time: u64) -> anyhow::Result<()> {
-    if pv_starts.is_empty() {
-        return Ok(());
-    }
-    let f = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(raw)
-        .with_context(|| format!("opening {}", raw.display()))?;
+fn make_reproducible(f: &fs::File, pv_starts: &[u64], time: u64) -> anyhow::Result<()> {
     for &start in pv_starts {
-        rewrite_metadata(&f, start, time).with_context(|| {
-            format!(
-                "the LVM metadata of the physical volume at byte {start} of {}",
-                raw.display()
-            )
-        })?;
+        rewrite_metadata(f, start, time)
+            .with_context(|| format!("the physical volume at byte {start}"))?;
     }
-    f.sync_all()?;
     Ok(())
 }
 

@@ -30,9 +30,7 @@ pub fn detach(dev: &Path) -> anyhow::Result<()> {
         .unwrap_or_default()
         .to_string_lossy()
         .into_owned();
-    let backing = Path::new("/sys/block")
-        .join(&name)
-        .join("loop/backing_file");
+    let backing = Path::new(SYS_BLOCK).join(&name).join("loop/backing_file");
     if !backing.exists() {
         return Ok(());
     }
@@ -108,8 +106,7 @@ fn dm_holders(sys_block: &Path, name: &str) -> Vec<String> {
 pub fn backing_file(dev: &Path) -> Option<PathBuf> {
     let name = dev.file_name()?.to_string_lossy().into_owned();
     let text =
-        std::fs::read_to_string(Path::new("/sys/block").join(name).join("loop/backing_file"))
-            .ok()?;
+        std::fs::read_to_string(Path::new(SYS_BLOCK).join(name).join("loop/backing_file")).ok()?;
     Some(PathBuf::from(text.trim_end()))
 }
 

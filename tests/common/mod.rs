@@ -341,14 +341,17 @@ pub fn with_loop_at<T>(
     result
 }
 
-/// Every file under the host's /etc/lvm with its contents' hash.
-pub fn etc_lvm_state() -> String {
-    let o = Command::new("sh")
-        .args([
-            "-c",
-            "find /etc/lvm -type f -exec sha256sum {} + 2>/dev/null | sort",
-        ])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).to_string());
-    o.unwrap_or_default()
+/// Every file under the host's /etc/lvm with its contents' hash. An error
+/// when there is none to compare (no lvm2 on the host, or find failed),
+/// so that an unchanged /etc/lvm is never an empty one.
+pub fn etc_lvm_state() -> Result<String, Failed> {
+    let state = run_ok({
+        let mut c = Command::new("sh");
+        c.args(["-c", "find /etc/lvm -type f -exec sha256sum {} + | sort"]);
+        c
+    })?;
+    if state.trim().is_empty() {
+        return Err("/etc/lvm holds no file to compare: is lvm2 installed?".into());
+    }
+    Ok(state)
 }
