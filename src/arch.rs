@@ -11,8 +11,10 @@ pub struct Arch {
     pub dpkg: &'static str,
     /// Other names accepted for `-a`, as DIB accepts them (x86_64, aarch64, ...).
     pub aliases: &'static [&'static str],
-    /// The kernel's name (`uname -m`), also qemu-system's suffix.
+    /// The kernel's name (`uname -m`).
     pub uname: &'static str,
+    /// The qemu-system that boots its images (`qemu-system-<name>`).
+    pub qemu_system: &'static str,
     /// The qemu-user name (`qemu-<name>-static`, binfmt entry `qemu-<name>`).
     pub qemu_user: &'static str,
     /// The OCI/Go architecture and variant.
@@ -27,6 +29,7 @@ pub const ARCHES: &[Arch] = &[
         dpkg: "amd64",
         aliases: &["x86_64"],
         uname: "x86_64",
+        qemu_system: "x86_64",
         qemu_user: "x86_64",
         oci: ("amd64", None),
         vm_layout: "block-device-mbr",
@@ -35,6 +38,7 @@ pub const ARCHES: &[Arch] = &[
         dpkg: "arm64",
         aliases: &["aarch64"],
         uname: "aarch64",
+        qemu_system: "aarch64",
         qemu_user: "aarch64",
         oci: ("arm64", Some("v8")),
         // arm64 machines boot through UEFI only.
@@ -44,6 +48,7 @@ pub const ARCHES: &[Arch] = &[
         dpkg: "armhf",
         aliases: &["armv7l", "armv7", "arm"],
         uname: "armv7l",
+        qemu_system: "arm",
         qemu_user: "arm",
         oci: ("arm", Some("v7")),
         vm_layout: "block-device-efi",
@@ -52,6 +57,7 @@ pub const ARCHES: &[Arch] = &[
         dpkg: "i386",
         aliases: &["x86", "i686", "i586"],
         uname: "i686",
+        qemu_system: "x86_64",
         qemu_user: "i386",
         oci: ("386", None),
         vm_layout: "block-device-mbr",
@@ -60,14 +66,18 @@ pub const ARCHES: &[Arch] = &[
         dpkg: "ppc64el",
         aliases: &["ppc64le", "powerpc64le"],
         uname: "ppc64le",
+        qemu_system: "ppc64",
         qemu_user: "ppc64le",
         oci: ("ppc64le", None),
+        // block-device-gpt has a ppc64el layout: a PReP boot partition,
+        // which Open Firmware loads GRUB from, and the root.
         vm_layout: "block-device-gpt",
     },
     Arch {
         dpkg: "s390x",
         aliases: &[],
         uname: "s390x",
+        qemu_system: "s390x",
         qemu_user: "s390x",
         oci: ("s390x", None),
         vm_layout: "block-device-mbr",
@@ -76,6 +86,7 @@ pub const ARCHES: &[Arch] = &[
         dpkg: "riscv64",
         aliases: &[],
         uname: "riscv64",
+        qemu_system: "riscv64",
         qemu_user: "riscv64",
         oci: ("riscv64", None),
         vm_layout: "block-device-efi",
@@ -107,10 +118,10 @@ impl Arch {
         Arch::parse(rust).unwrap_or(&ARCHES[0])
     }
 
-    /// True when binaries of this architecture run on this host without
-    /// qemu-user: the host's own, and i386 on an amd64 kernel (IA-32
-    /// emulation).
-    pub fn runs_natively(&self) -> bool {
+    /// True when this host's kernel may run this architecture's binaries
+    /// itself: its own, and i386 on amd64, where the kernel can have IA-32
+    /// emulation (`crate::host::arch` asks the kernel whether it has).
+    pub fn may_run_natively(&self) -> bool {
         let host = Arch::host();
         self == host || (host.dpkg == "amd64" && self.dpkg == "i386")
     }
@@ -154,7 +165,7 @@ mod tests {
 
     #[test]
     fn the_host_runs_its_own_binaries() {
-        assert!(Arch::host().runs_natively());
+        assert!(Arch::host().may_run_natively());
         let names: Vec<&str> = ARCHES.iter().map(|a| a.dpkg).collect();
         let mut unique = names.clone();
         unique.dedup();

@@ -39,7 +39,7 @@ use std::time::Instant;
 /// an amd64 login prompt in about 65 s; emulated arm64 is several times
 /// slower. This leaves room for a busy host.
 const BOOT_TIMEOUT_S: u32 = 420;
-const ARM64_BOOT_TIMEOUT_S: u32 = 1200;
+const EMULATED_BOOT_TIMEOUT_S: u32 = 1200;
 const USER: &str = "devuser";
 const PASSWORD: &str = "dib-create-test";
 
@@ -49,7 +49,23 @@ enum Target {
     Uefi,
     Arm64Uefi,
     Rpi3,
+    /// i386 `vm` (BIOS on MBR), built natively through IA-32 emulation.
+    I386,
+    /// armhf `vm` (UEFI on GPT, grub-efi-arm), built through qemu-user.
+    Armhf,
+    /// ppc64el `vm` (a PReP partition, grub-ieee1275), through qemu-user.
+    Ppc64el,
 }
+
+const TARGETS: [Target; 7] = [
+    Target::Bios,
+    Target::Uefi,
+    Target::Arm64Uefi,
+    Target::Rpi3,
+    Target::I386,
+    Target::Armhf,
+    Target::Ppc64el,
+];
 
 impl Target {
     fn name(self) -> &'static str {
@@ -58,41 +74,77 @@ impl Target {
             Target::Uefi => "uefi",
             Target::Arm64Uefi => "arm64_uefi",
             Target::Rpi3 => "rpi3",
+            Target::I386 => "i386",
+            Target::Armhf => "armhf",
+            Target::Ppc64el => "ppc64el",
         }
     }
     fn arch(self) -> &'static str {
         match self {
             Target::Bios | Target::Uefi => "amd64",
             Target::Arm64Uefi | Target::Rpi3 => "arm64",
+            Target::I386 => "i386",
+            Target::Armhf => "armhf",
+            Target::Ppc64el => "ppc64el",
         }
     }
-    /// The elements after debian-minimal. arm64 `vm` chooses its layout.
+    /// Built through qemu-user on this (amd64) host.
+    fn emulated(self) -> bool {
+        !matches!(self.arch(), "amd64" | "i386")
+    }
+    /// The elements after debian-minimal. Outside amd64, `vm` chooses the
+    /// layout (the architecture table's `vm_layout`).
     fn elements(self) -> &'static [&'static str] {
         match self {
             Target::Bios => &["vm", "devuser", "growroot", "block-device-mbr"],
             Target::Uefi => &["vm", "devuser", "growroot", "block-device-efi"],
-            Target::Arm64Uefi => &["vm", "devuser", "growroot"],
             Target::Rpi3 => &["rpi3", "devuser"],
+            _ => &["vm", "devuser", "growroot"],
         }
     }
-    /// An SD card is written raw; virtual machines take qcow2.
+    /// An SD card is written raw; virtual machines take qcow2. The images of
+    /// the newer architectures come with a tar of the same tree, checked for
+    /// leftovers and for the machine type of its programs.
+    fn formats(self) -> &'static str {
+        match self {
+            Target::Rpi3 => "raw",
+            Target::I386 | Target::Armhf | Target::Ppc64el => "qcow2,tar",
+            _ => "qcow2",
+        }
+    }
     fn format(self) -> &'static str {
         if self == Target::Rpi3 { "raw" } else { "qcow2" }
     }
     fn boot_args(self) -> &'static [&'static str] {
         match self {
-            Target::Bios => &[],
+            Target::Bios | Target::I386 => &[],
             Target::Uefi => &["--uefi"],
             Target::Arm64Uefi => &["--arch", "aarch64"],
             Target::Rpi3 => &["--machine", "raspi3b"],
+            Target::Armhf => &["--arch", "arm"],
+            Target::Ppc64el => &["--arch", "ppc64"],
         }
     }
     fn boot_timeout(self) -> u32 {
-        if self.arch() == "arm64" {
-            ARM64_BOOT_TIMEOUT_S
+        if self.emulated() {
+            EMULATED_BOOT_TIMEOUT_S
         } else {
             BOOT_TIMEOUT_S
         }
+    }
+    /// What `file` says of the target's programs.
+    fn elf_machine(self) -> &'static str {
+        match self.arch() {
+            "amd64" => "x86-64",
+            "arm64" => "ARM aarch64",
+            "i386" => "Intel 80386",
+            "armhf" => "ARM, EABI5",
+            _ => "64-bit PowerPC",
+        }
+    }
+    /// `uname -m` in the booted machine.
+    fn uname(self) -> &'static str {
+        dib::arch::Arch::parse(self.arch()).map_or("", |a| a.uname)
     }
     /// The disk device inside the booted machine.
     fn disk(self) -> &'static str {
@@ -119,12 +171,8 @@ static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
 /// The image for a target, built on first use; the error is shared too.
 fn image(t: Target) -> Result<PathBuf, Failed> {
-    static CELLS: [OnceLock<Result<PathBuf, String>>; 4] = [
-        OnceLock::new(),
-        OnceLock::new(),
-        OnceLock::new(),
-        OnceLock::new(),
-    ];
+    static CELLS: [OnceLock<Result<PathBuf, String>>; TARGETS.len()] =
+        [const { OnceLock::new() }; TARGETS.len()];
     CELLS[t as usize]
         .get_or_init(|| build(t).map_err(|e| e.message().unwrap_or("build failed").to_string()))
         .clone()
@@ -163,7 +211,7 @@ fn build(t: Target) -> Result<PathBuf, Failed> {
         // prompt (BIOS, as the layout has no ESP, `--accel auto`).
         c.args(["--boot-test", &BOOT_TIMEOUT_S.to_string()]);
     }
-    c.args(["-a", t.arch(), "-t", t.format(), "-o"])
+    c.args(["-a", t.arch(), "-t", t.formats(), "-o"])
         .arg(&out)
         .arg("debian-minimal")
         .args(t.elements());
@@ -325,7 +373,7 @@ fn boot(
         .arg(&json)
         .args(t.boot_args());
     if let Ok(accel) = std::env::var("DIB_CREATE_BOOT_ACCEL")
-        && t.arch() == "amd64"
+        && !t.emulated()
     {
         c.args(["--accel", &accel]);
     }
@@ -371,10 +419,10 @@ const FSTAB: &str = "cat /etc/fstab";
 /// Commands for the login check, and the mount point of the FAT partition
 /// the target has, if any.
 fn login_commands(t: Target) -> (Vec<&'static str>, Option<&'static str>) {
-    let mut cmds = vec![FINDMNT, FSTAB, "findmnt -n -o OPTIONS /", "id -un"];
+    let mut cmds = vec![FINDMNT, FSTAB, "findmnt -n -o OPTIONS /", "id -un", UNAME];
     let fat = match t {
-        Target::Bios => None,
-        Target::Uefi | Target::Arm64Uefi => {
+        Target::Bios | Target::I386 | Target::Ppc64el => None,
+        Target::Uefi | Target::Arm64Uefi | Target::Armhf => {
             cmds.extend([ESP_TYPE, "ls /boot/efi/EFI/BOOT"]);
             Some(ESP_TYPE)
         }
@@ -387,11 +435,20 @@ fn login_commands(t: Target) -> (Vec<&'static str>, Option<&'static str>) {
 }
 
 const ESP_TYPE: &str = "findmnt -n -o FSTYPE /boot/efi";
+const UNAME: &str = "uname -m";
 const FIRMWARE_TYPE: &str = "findmnt -n -o FSTYPE /boot/firmware";
 
 fn check_logged_in(t: Target, v: &serde_json::Value) -> Result<(), Failed> {
     if output_of(v, "id -un")?.trim() != USER {
         return Err(format!("logged in as {:?}, not {USER}", output_of(v, "id -un")?).into());
+    }
+    if output_of(v, UNAME)?.trim() != t.uname() {
+        return Err(format!(
+            "uname -m says {:?}, not {}",
+            output_of(v, UNAME)?,
+            t.uname()
+        )
+        .into());
     }
     check_root_matches_fstab(output_of(v, FINDMNT)?, output_of(v, FSTAB)?)?;
     let opts = output_of(v, "findmnt -n -o OPTIONS /")?;
@@ -512,6 +569,48 @@ fn check_grown(t: Target, v: &serde_json::Value, before: u64) -> Result<(), Fail
     Ok(())
 }
 
+/// The tar of the image's tree holds nothing of the build's, and every
+/// program in /usr/bin and /usr/sbin is of the target's machine.
+fn tree_is_clean_and_of_its_machine(t: Target) -> Result<(), Failed> {
+    let tar = image(t)?.with_extension("tar");
+    common::no_build_leftovers(&tar)?;
+    let dir = workdir().join(format!("{}-tree", t.name()));
+    std::fs::create_dir_all(&dir)?;
+    let mut c = Command::new("tar");
+    c.arg("-xf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&dir)
+        .args(["./usr/bin", "./usr/sbin"]);
+    run_ok(c)?;
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg("find \"$0\"/usr/bin \"$0\"/usr/sbin -type f -exec file -b {} +")
+        .arg(&dir);
+    let out = run_ok(c)?;
+    let elf: Vec<&str> = out.lines().filter(|l| l.starts_with("ELF")).collect();
+    let foreign: Vec<&&str> = elf
+        .iter()
+        .filter(|l| !l.contains(t.elf_machine()))
+        .collect();
+    std::fs::remove_dir_all(&dir)?;
+    if elf.len() < 100 || !foreign.is_empty() {
+        return Err(format!(
+            "{} ELF programs in /usr/bin and /usr/sbin; not {}: {foreign:?}",
+            elf.len(),
+            t.elf_machine()
+        )
+        .into());
+    }
+    println!(
+        "{}: {} ELF programs, all {}; no build leftovers",
+        t.name(),
+        elf.len(),
+        t.elf_machine()
+    );
+    Ok(())
+}
+
 fn main() {
     let args = Arguments::from_args();
     let base = vec![
@@ -543,6 +642,22 @@ fn main() {
                 Need::Tool("sfdisk"),
                 Need::Tool("debugfs"),
             ]),
+            Target::I386 => n.extend([
+                Need::Tool("qemu-system-x86_64"),
+                Need::Tool("arch-test"),
+                Need::Tool("debugfs"),
+            ]),
+            Target::Armhf => n.extend([
+                Need::ForeignArch("armhf"),
+                Need::Tool("qemu-system-arm"),
+                Need::File("/usr/share/AAVMF/AAVMF32_CODE.fd"),
+                Need::Tool("debugfs"),
+            ]),
+            Target::Ppc64el => n.extend([
+                Need::ForeignArch("ppc64el"),
+                Need::Tool("qemu-system-ppc64"),
+                Need::Tool("debugfs"),
+            ]),
         }
         n
     };
@@ -554,17 +669,25 @@ fn main() {
     let mut tests = vec![trial("uefi_report_shows_the_build", &report, move || {
         report_shows_the_build(Target::Uefi)
     })];
-    // Emulated arm64 takes many minutes per build and boot: CI builds,
-    // inspects and boots the Raspberry Pi image; the arm64 vm image (its own
-    // bootstrap under qemu-user, then GRUB arm64-efi) is built, inspected and
-    // booted in scripts/test-long (--ignored).
-    for t in [Target::Bios, Target::Uefi, Target::Arm64Uefi, Target::Rpi3] {
+    // Emulated architectures take many minutes per build and boot: CI
+    // builds, inspects and boots the Raspberry Pi image; the arm64, armhf
+    // and ppc64el vm images (each its own bootstrap under qemu-user) are
+    // built, inspected and booted in scripts/test-long (--ignored). i386
+    // runs natively, so its image is in CI.
+    for t in TARGETS {
         let mut trials = vec![trial(
             &format!("{}_boots_logs_in_and_grows", t.name()),
             &needs(t),
             move || boots_logs_in_and_grows(t),
         )];
-        if t.arch() == "arm64" {
+        if t.formats().contains("tar") {
+            trials.push(trial(
+                &format!("{}_tree_is_clean_and_of_its_machine", t.name()),
+                &needs(t),
+                move || tree_is_clean_and_of_its_machine(t),
+            ));
+        }
+        if t.arch() != "amd64" {
             trials.push(trial(
                 &format!("{}_image_inspected", t.name()),
                 &needs(t),
@@ -581,7 +704,10 @@ fn main() {
         // build's own --boot-test (to the login prompt); the login and
         // growroot checks run on the UEFI image (GPT) and the Raspberry Pi
         // card (MBR), and on this one in scripts/test-long.
-        let in_ci = !matches!(t, Target::Arm64Uefi | Target::Bios);
+        let in_ci = !matches!(
+            t,
+            Target::Arm64Uefi | Target::Bios | Target::Armhf | Target::Ppc64el
+        );
         tests.extend(trials.into_iter().map(|x| x.with_ignored_flag(!in_ci)));
     }
     tests.push(trial(

@@ -46,6 +46,12 @@ enum ArchArg {
     X86_64,
     #[value(name = "aarch64")]
     Aarch64,
+    /// 32-bit Arm (armhf images).
+    #[value(name = "arm")]
+    Arm,
+    /// 64-bit POWER (ppc64el images).
+    #[value(name = "ppc64")]
+    Ppc64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -154,6 +160,8 @@ fn options(a: Args) -> Result<(BootOptions, Option<PathBuf>), String> {
     o.arch = match a.arch {
         ArchArg::X86_64 => Arch::X86_64,
         ArchArg::Aarch64 => Arch::Aarch64,
+        ArchArg::Arm => Arch::Arm,
+        ArchArg::Ppc64 => Arch::Ppc64,
     };
     o.machine = match a.machine {
         MachineArg::Auto => Machine::Auto,

@@ -51,11 +51,16 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Where `--accel auto` keeps its verdicts (a tmpfs: emptied at each boot).
 pub const DEFAULT_CACHE_DIR: &str = "/run/dib-create";
 
-/// The guest architecture.
+/// The guest's qemu-system: the `qemu_system` name of `crate::arch`'s
+/// table (i386 images boot in x86_64's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arch {
     X86_64,
     Aarch64,
+    /// 32-bit Arm (armhf), in a virt machine with the 32-bit AAVMF.
+    Arm,
+    /// 64-bit POWER (ppc64el), in a pseries machine with its SLOF firmware.
+    Ppc64,
 }
 
 /// UEFI firmware: the code and (when there is one) the variable store to copy.
@@ -92,6 +97,11 @@ const FIRMWARE: &[Firmware] = &[
         code: "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd",
         vars: None,
     },
+    Firmware {
+        arch: Arch::Arm,
+        code: "/usr/share/AAVMF/AAVMF32_CODE.fd",
+        vars: Some("/usr/share/AAVMF/AAVMF32_VARS.fd"),
+    },
 ];
 
 impl Arch {
@@ -99,6 +109,40 @@ impl Arch {
         match self {
             Arch::X86_64 => "x86_64",
             Arch::Aarch64 => "aarch64",
+            Arch::Arm => "arm",
+            Arch::Ppc64 => "ppc64",
+        }
+    }
+
+    /// The guest for a `qemu-system-<name>` name.
+    pub fn parse(name: &str) -> Option<Arch> {
+        [Arch::X86_64, Arch::Aarch64, Arch::Arm, Arch::Ppc64]
+            .into_iter()
+            .find(|a| a.name() == name)
+    }
+
+    /// Machines of this architecture boot through UEFI only.
+    fn uefi_only(self) -> bool {
+        matches!(self, Arch::Aarch64 | Arch::Arm)
+    }
+
+    /// `-M`: q35 for x86; virt for Arm, where the 32-bit firmware cannot
+    /// reach PCI windows above 4 GiB (highmem off); pseries for POWER.
+    fn machine(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "q35",
+            Arch::Aarch64 => "virt",
+            Arch::Arm => "virt,highmem=off",
+            Arch::Ppc64 => "pseries",
+        }
+    }
+
+    /// `-cpu` under TCG: every feature qemu emulates, or the machine's own
+    /// default where qemu has no `max` (pseries: the newest POWER).
+    fn tcg_cpu(self) -> Option<&'static str> {
+        match self {
+            Arch::Ppc64 => None,
+            _ => Some("max"),
         }
     }
 
@@ -110,6 +154,9 @@ impl Arch {
         match self {
             Arch::X86_64 => "ovmf",
             Arch::Aarch64 => "qemu-efi-aarch64",
+            Arch::Arm => "qemu-efi-arm",
+            // SLOF comes with qemu-system-ppc.
+            Arch::Ppc64 => "qemu-system-ppc",
         }
     }
 }
@@ -402,11 +449,7 @@ impl Plan {
             }
             (Arch::Aarch64, AccelRequest::Tcg, false)
         } else {
-            (
-                opts.arch,
-                opts.accel,
-                opts.uefi || opts.arch == Arch::Aarch64,
-            )
+            (opts.arch, opts.accel, opts.uefi || opts.arch.uefi_only())
         };
         let qemu = need(&arch.qemu())?;
         let qemu_img = need("qemu-img")?;
@@ -1033,16 +1076,13 @@ fn qemu_args(
             match accel {
                 Accel::Kvm { cpu: Some(c) } => push(&["-cpu", c]),
                 Accel::Kvm { cpu: None } => {}
-                Accel::Tcg { .. } => push(&["-cpu", "max"]),
+                Accel::Tcg { .. } => {
+                    if let Some(c) = plan.arch.tcg_cpu() {
+                        push(&["-cpu", c]);
+                    }
+                }
             }
-            push(&[
-                "-M",
-                if plan.arch == Arch::Aarch64 {
-                    "virt"
-                } else {
-                    "q35"
-                },
-            ]);
+            push(&["-M", plan.arch.machine()]);
         }
     }
     if let Some((code, _)) = &plan.firmware {

@@ -79,11 +79,8 @@ fn boot_test(b: &crate::plan::BootPlan) -> anyhow::Result<()> {
     let mut o = BootOptions::new(&b.image);
     o.timeout = std::time::Duration::from_secs(b.timeout_secs);
     o.uefi = b.uefi;
-    o.arch = if b.arch == "aarch64" {
-        Arch::Aarch64
-    } else {
-        Arch::X86_64
-    };
+    o.arch = Arch::parse(b.arch)
+        .ok_or_else(|| anyhow::anyhow!("no boot test for qemu-system-{}", b.arch))?;
     o.machine = if b.raspi3b {
         Machine::Raspi3b
     } else {

@@ -25,6 +25,34 @@ pub use runner::{Cmd, CmdError, Output};
 
 use std::path::{Path, PathBuf};
 
+/// True when this host's kernel runs `arch`'s binaries itself, with no
+/// qemu-user. i386 on amd64 needs the kernel's IA-32 emulation, which a
+/// kernel can be built without or boot with turned off (`ia32_emulation=0`):
+/// `arch-test -n` runs a small i386 program to find out, ignoring binfmt
+/// entries. Asked once per run.
+pub fn runs_natively(arch: &crate::arch::Arch) -> bool {
+    static IA32: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if arch == crate::arch::Arch::host() {
+        return true;
+    }
+    if !arch.may_run_natively() {
+        return false;
+    }
+    *IA32.get_or_init(|| {
+        let native = Cmd::new("asking the kernel for IA-32 emulation", "arch-test")
+            .args(["-n", arch.dpkg])
+            .read()
+            .is_ok();
+        if !native {
+            crate::log::info(&format!(
+                "this kernel does not run {} binaries itself (arch-test -n {}): they run through qemu-user",
+                arch.dpkg, arch.dpkg
+            ));
+        }
+        native
+    })
+}
+
 /// True when running as root.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()

@@ -13,9 +13,9 @@ use crate::error::UsageError;
 pub struct BootPlan {
     pub image: PathBuf,
     pub timeout_secs: u64,
-    /// Boot through UEFI (an x86 layout with an EFI system partition; arm64 always).
+    /// Boot through UEFI (an x86 layout with an EFI system partition; Arm always).
     pub uefi: bool,
-    /// `x86_64` or `aarch64`.
+    /// The qemu-system that boots it (`x86_64`, `aarch64`, `arm`, `ppc64`).
     pub arch: &'static str,
     /// A Raspberry Pi 3 card (the rpi3 element).
     pub raspi3b: bool,
@@ -55,15 +55,15 @@ pub fn plan(
                     .into(),
             )
         })?;
-    let arch = match arch {
-        "amd64" => "x86_64",
-        "arm64" => "aarch64",
-        other => {
-            return Err(UsageError(format!(
-                "--boot-test boots amd64 and arm64 images; this one is {other}"
-            )));
-        }
-    };
+    let arch = crate::arch::Arch::parse(arch)
+        .ok()
+        .map(|a| a.qemu_system)
+        .filter(|q| crate::boot::Arch::parse(q).is_some())
+        .ok_or_else(|| {
+            UsageError(format!(
+                "--boot-test boots amd64, i386, arm64, armhf and ppc64el images; this one is {arch}"
+            ))
+        })?;
     let esp = disk.is_some_and(|d| d.graph.esp_partition().is_some());
     let raspi3b = elements.iter().any(|e| e == "rpi3");
     if raspi3b && cli.accel == Accel::Kvm {
@@ -74,7 +74,7 @@ pub fn plan(
     Ok(Some(BootPlan {
         image,
         timeout_secs,
-        uefi: arch == "aarch64" || esp,
+        uefi: matches!(arch, "aarch64" | "arm") || esp,
         arch,
         raspi3b,
         accel: match cli.accel {

@@ -240,6 +240,7 @@ pub fn build_with_env(cli: &Cli, caller: &BTreeMap<String, String>) -> Result<Pl
     hook_env.insert("DIB_CREATE_PER_BUILD".into(), PER_BUILD.join(" "));
     let resolved_env = source_on_host(&environment, &hook_env)?;
     release::check(&resolved_env, cli.offline)?;
+    release::check_arch(&resolved_env, &arch)?;
     let packages = packages(cli, &element_list, &resolved_env, &arch)?;
     let block_device = if wants_disk(&outputs) {
         Some(disk::plan(&disk::DiskInputs {

@@ -37,6 +37,34 @@ const KNOWN: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// Architectures a distribution's archive lacks, by release: each entry is
+/// (distribution, architecture, the releases that still have it, why).
+const MISSING_ARCHES: &[(&str, &str, &[&str], &str)] = &[(
+    "ubuntu",
+    "i386",
+    &["bionic"],
+    "since 20.04 (focal) Ubuntu's i386 archive holds only the libraries that 64-bit systems run, with no kernel and no full base system",
+)];
+
+/// Checks that the distribution environment.d chose publishes `arch` for
+/// `DIB_RELEASE`.
+pub fn check_arch(env: &BTreeMap<String, String>, arch: &str) -> Result<(), UsageError> {
+    let (Some(distro), Some(release)) = (env.get("DISTRO_NAME"), env.get("DIB_RELEASE")) else {
+        return Ok(());
+    };
+    match MISSING_ARCHES
+        .iter()
+        .find(|(d, a, keep, _)| d == distro && *a == arch && !keep.contains(&release.as_str()))
+    {
+        Some((_, _, keep, why)) => Err(UsageError(format!(
+            "-a {arch}: {distro} {} has no {arch} images ({why}); build another architecture, or a release that has it ({})",
+            super::validate::escape(release),
+            keep.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Checks `DIB_RELEASE` of the distribution environment.d chose.
 pub fn check(env: &BTreeMap<String, String>, offline: bool) -> Result<(), UsageError> {
     let (Some(distro), Some(release)) = (env.get("DISTRO_NAME"), env.get("DIB_RELEASE")) else {
@@ -124,6 +152,19 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+    }
+
+    #[test]
+    fn ubuntu_i386_only_where_the_archive_is_whole() {
+        let noble = env("ubuntu", "noble", "");
+        let e = check_arch(&noble, "i386").unwrap_err().to_string();
+        assert!(
+            e.contains("-a i386") && e.contains("noble") && e.contains("bionic"),
+            "{e}"
+        );
+        check_arch(&noble, "armhf").unwrap();
+        check_arch(&env("ubuntu", "bionic", ""), "i386").unwrap();
+        check_arch(&env("debian", "bookworm", ""), "i386").unwrap();
     }
 
     #[test]

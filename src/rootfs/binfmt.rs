@@ -12,7 +12,7 @@ const BINFMT_DIR: &str = "/proc/sys/fs/binfmt_misc";
 /// The qemu-user name of a dpkg architecture, when it needs emulation on this host.
 pub fn qemu_name(dpkg_arch: &str) -> Option<&'static str> {
     let arch = crate::arch::Arch::parse(dpkg_arch).ok()?;
-    (!arch.runs_natively()).then_some(arch.qemu_user)
+    (!crate::host::runs_natively(arch)).then_some(arch.qemu_user)
 }
 
 /// Ensures binaries of `dpkg_arch` run here; registers the qemu entry if needed.

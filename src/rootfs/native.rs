@@ -68,7 +68,7 @@ pub fn prepare(
     arch: &str,
     enabled: bool,
 ) -> anyhow::Result<Vec<String>> {
-    if arch == crate::arch::Arch::host().dpkg || !enabled {
+    if super::binfmt::qemu_name(arch).is_none() || !enabled {
         return Ok(Vec::new());
     }
     let dir = hooks.join(OURS).join("native");

@@ -98,12 +98,9 @@ impl Need {
                 .then(|| format!("needs an {a} host (this is {})", std::env::consts::ARCH)),
             Need::Upstream => upstream::unavailable(),
             Need::ForeignArch(a) => {
-                let q = match *a {
-                    "arm64" => "qemu-aarch64-static",
-                    "armhf" => "qemu-arm-static",
-                    _ => "qemu-static",
-                };
-                (!on_path(q)).then(|| format!("needs {q} (qemu-user-static) to run {a} binaries"))
+                let q = dib::arch::Arch::parse(a)
+                    .map_or("qemu".into(), |a| format!("qemu-{}-static", a.qemu_user));
+                (!on_path(&q)).then(|| format!("needs {q} (qemu-user-static) to run {a} binaries"))
             }
         }
     }
@@ -354,4 +351,38 @@ pub fn etc_lvm_state() -> Result<String, Failed> {
         return Err("/etc/lvm holds no file to compare: is lvm2 installed?".into());
     }
     Ok(state)
+}
+
+/// Nothing of the build's own may be in the archive.
+pub fn no_build_leftovers(tar: &Path) -> Result<(), Failed> {
+    let listing = run_ok({
+        let mut c = Command::new("tar");
+        c.arg("-tf").arg(tar);
+        c
+    })?;
+    let ours = [
+        "./tmp/in_target.d",
+        "./usr/sbin/policy-rc.d",
+        "./etc/resolv.conf.ORIG",
+        "./usr/local/bin/install-packages",
+        "./usr/local/bin/pkg-map",
+        "./usr/local/bin/dib-run-parts",
+        "./usr/local/bin/dib-python",
+    ];
+    let found: Vec<&str> = listing
+        .lines()
+        .filter(|l| ours.iter().any(|o| l.starts_with(o)) || l.contains("dib-create"))
+        .collect();
+    if !found.is_empty() {
+        return Err(format!("build leftovers in the image: {found:?}").into());
+    }
+    for pseudo in ["./proc/", "./sys/", "./dev/"] {
+        if listing
+            .lines()
+            .any(|l| l.starts_with(pseudo) && l.len() > pseudo.len())
+        {
+            return Err(format!("contents of {pseudo} were archived").into());
+        }
+    }
+    Ok(())
 }

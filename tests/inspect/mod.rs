@@ -1,7 +1,7 @@
 //! Inspection of a built disk image without booting or mounting it: the
 //! partition table (sfdisk), FAT contents (mtools), files of the root
 //! filesystem (debugfs), and /etc/fstab against what blkid finds on the disk.
-//! Used by tests/vm.rs for the arm64 images.
+//! Used by tests/vm.rs for the images of architectures other than amd64.
 
 use super::Target;
 use crate::common::run_ok;
@@ -11,6 +11,7 @@ use std::process::Command;
 
 const ESP_GUID: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 const LINUX_GUID: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
+const PREP_GUID: &str = "9E1A2D38-C612-4316-AA26-8B49521E5A8B";
 const MIB: u64 = 1 << 20;
 
 /// One partition as sfdisk reports it, with its byte offset.
@@ -34,10 +35,11 @@ pub fn image(t: Target, img: &Path, dir: &Path) -> Result<(), Failed> {
         .ok_or("no Linux partition for the root filesystem")?;
     match t {
         Target::Rpi3 => check_sd_card(img, table, &parts, &raw, dir)?,
-        Target::Arm64Uefi => check_esp(table, &parts, &raw, dir)?,
+        Target::Arm64Uefi | Target::Armhf => check_esp(t, table, &parts, &raw, dir)?,
+        Target::Ppc64el => check_prep(&parts, &raw)?,
         _ => {}
     }
-    check_bash_is_aarch64(&raw, root, dir)?;
+    check_bash_machine(t, &raw, root, dir)?;
     check_fstab_matches_disk(&raw, root, &parts)
 }
 
@@ -178,30 +180,57 @@ fn check_kernel_is_arm64(kernel: &Path) -> Result<(), Failed> {
 }
 
 /// GPT with an EFI system partition that holds GRUB at the removable-media
-/// path arm64 firmware boots.
+/// path the Arm firmware boots.
 fn check_esp(
+    t: Target,
     table: &serde_json::Value,
     parts: &[Part],
     raw: &Path,
     dir: &Path,
 ) -> Result<(), Failed> {
     if table["label"] != "gpt" {
-        return Err(format!("an arm64 UEFI disk should be GPT, not {}", table["label"]).into());
+        return Err(format!("an Arm UEFI disk should be GPT, not {}", table["label"]).into());
     }
     let esp = parts
         .iter()
         .find(|p| p.kind == ESP_GUID)
         .ok_or("no EFI system partition")?;
-    let grub = fat_file(raw, esp.offset, "EFI/BOOT/BOOTAA64.EFI", dir)?;
+    let (path, machine) = if t == Target::Armhf {
+        ("EFI/BOOT/BOOTARM.EFI", "ARM")
+    } else {
+        ("EFI/BOOT/BOOTAA64.EFI", "Aarch64")
+    };
+    let grub = fat_file(raw, esp.offset, path, dir)?;
     let what = run_ok(cmd("file", &["-b"], &grub))?;
-    if !what.contains("Aarch64") && !what.contains("ARM64") {
-        return Err(format!("EFI/BOOT/BOOTAA64.EFI is not an arm64 EFI program: {what}").into());
+    if !what.contains(machine) && !what.contains("ARM64") {
+        return Err(format!("{path} is not an {machine} EFI program: {what}").into());
     }
-    println!("ESP: EFI/BOOT/BOOTAA64.EFI: {}", what.trim());
+    println!("ESP: {path}: {}", what.trim());
     Ok(())
 }
 
-fn check_bash_is_aarch64(raw: &Path, root: &Part, dir: &Path) -> Result<(), Failed> {
+/// A PReP boot partition whose first bytes are GRUB's ELF core image, which
+/// Open Firmware loads.
+fn check_prep(parts: &[Part], raw: &Path) -> Result<(), Failed> {
+    use std::io::{Read, Seek};
+    let prep = parts
+        .iter()
+        .find(|p| p.kind == PREP_GUID || p.kind == "41")
+        .ok_or("no PReP boot partition")?;
+    let mut f = std::fs::File::open(raw)?;
+    f.seek(std::io::SeekFrom::Start(prep.offset))?;
+    let mut magic = [0u8; 4];
+    f.read_exact(&mut magic)?;
+    if &magic != b"\x7fELF" {
+        return Err(
+            format!("the PReP partition does not start with an ELF image: {magic:02x?}").into(),
+        );
+    }
+    println!("PReP partition {}: an ELF image", prep.number);
+    Ok(())
+}
+
+fn check_bash_machine(t: Target, raw: &Path, root: &Part, dir: &Path) -> Result<(), Failed> {
     let bash = dir.join("bash");
     let _ = std::fs::remove_file(&bash);
     run_ok(debugfs(
@@ -210,8 +239,12 @@ fn check_bash_is_aarch64(raw: &Path, root: &Part, dir: &Path) -> Result<(), Fail
         &format!("dump /usr/bin/bash {}", bash.display()),
     ))?;
     let what = run_ok(cmd("file", &["-b"], &bash))?;
-    if !what.contains("aarch64") {
-        return Err(format!("/usr/bin/bash is not an aarch64 program: {what}").into());
+    if !what.contains(t.elf_machine()) {
+        return Err(format!(
+            "/usr/bin/bash is not an {} program: {what}",
+            t.elf_machine()
+        )
+        .into());
     }
     Ok(())
 }
