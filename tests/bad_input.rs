@@ -234,6 +234,20 @@ const CASES: &[Case] = &[
     case("arch_typo", &["-a", "amd46"], &["amd46"]),
     case("arch_powerpc_32", &["-a", "powerpc"], &["powerpc"]),
     case(
+        "boot_test_of_an_s390x_image",
+        &["-a", "s390x", "--boot-test", "60", "-t", "qcow2"],
+        &["--boot-test", "ppc64el", "s390x"],
+    ),
+    // Ubuntu's i386 archive has had no kernel since focal.
+    Case {
+        name: "ubuntu_i386_after_bionic",
+        args: &["-a", "i386", "-t", "tar"],
+        elements: &["ubuntu-minimal"],
+        env: &[("DIB_RELEASE", "noble")],
+        files: &[],
+        says: &["-a i386", "noble", "bionic"],
+    },
+    case(
         "image_size_minus_inf",
         &["--image-size=-inf", "-t", "raw"],
         &["--image-size"],
