@@ -27,6 +27,11 @@ fn main() {
         sigint_during_install,
     ));
     tests.push(trial(
+        "sigint_with_the_log_reader_gone_still_tears_down",
+        &[Need::Root],
+        sigint_with_the_log_reader_gone,
+    ));
+    tests.push(trial(
         "tar_of_fake_os_has_no_leftovers",
         &[Need::Root],
         fake_os_tar,
@@ -186,6 +191,18 @@ fn failure_after_lvm() -> Result<(), Failed> {
 }
 
 fn sigint_during_install() -> Result<(), Failed> {
+    interrupt_install_d(false)
+}
+
+/// Ctrl-C on `dib-create ... 2>&1 | tee log` ends tee as well: every log
+/// line of the teardown then meets a closed pipe.
+fn sigint_with_the_log_reader_gone() -> Result<(), Failed> {
+    interrupt_install_d(true)
+}
+
+/// SIGINT while an install.d hook runs (with stderr a pipe whose reader is
+/// gone when `reader_gone`): exit 130, nothing left mounted or written.
+fn interrupt_install_d(reader_gone: bool) -> Result<(), Failed> {
     let s = Scratch::new("dib-create-faults-");
     s.element(
         "slow",
@@ -195,7 +212,12 @@ fn sigint_during_install() -> Result<(), Failed> {
         "setsid sleep 300 & touch /tmp/marker-in-chroot; echo started; sleep 120",
     );
     let out = s.path().join("img");
-    let mut child = tar_build(&s, &out).args(["fake-os", "slow"]).spawn()?;
+    let mut build = tar_build(&s, &out);
+    build.args(["fake-os", "slow"]);
+    if reader_gone {
+        build.stderr(std::process::Stdio::piped());
+    }
+    let mut child = build.spawn()?;
     let deadline = Instant::now() + Duration::from_secs(60);
     // The hook runs inside the chroot; its marker appears in the tree.
     let tree_marker = || {
@@ -212,6 +234,7 @@ fn sigint_during_install() -> Result<(), Failed> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    drop(child.stderr.take());
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,

@@ -115,13 +115,21 @@ fn write_stderr(s: &State, stamped: &Stamped, text: Option<&str>) {
     match (s.format, text, &s.status) {
         (Format::Json, _, _) => {
             if let Ok(line) = serde_json::to_string(stamped) {
-                eprintln!("{line}");
+                to_stderr(&line);
             }
         }
         (Format::Text, Some(line), Some(st)) => st.println(line),
-        (Format::Text, Some(line), None) => eprintln!("{line}"),
+        (Format::Text, Some(line), None) => to_stderr(line),
         (Format::Text, None, _) => {}
     }
+}
+
+/// One line to stderr, whatever became of it. Stderr is often a pipe
+/// (`dib-create ... | tee log`), and Ctrl-C ends the reader too: a failed
+/// write must not stop the teardown that is logging its steps (eprintln!
+/// panics on EPIPE). The log file still gets every line.
+fn to_stderr(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// The structure of the run so far (phases, hooks, tasks, outputs).
