@@ -6,7 +6,13 @@
 //!   `qemu-system-aarch64 -M virt` with the AAVMF firmware (built, inspected
 //!   and booted by scripts/test-long, `--ignored`: emulated arm64 is slow);
 //! - `debian-minimal rpi3 devuser` for a Raspberry Pi 3, booted in
-//!   `qemu-system-aarch64 -M raspi3b` from its own firmware partition.
+//!   `qemu-system-aarch64 -M raspi3b` from its own firmware partition;
+//! - `debian-minimal vm devuser growroot` for i386 (BIOS on MBR, built
+//!   natively through the kernel's IA-32 emulation), armhf (GRUB arm-efi,
+//!   `qemu-system-arm -M virt` with the 32-bit AAVMF) and ppc64el (GRUB in a
+//!   PReP partition, `qemu-system-ppc64 -M pseries`), each also written as a
+//!   tar whose programs must all be of the target's machine (armhf and
+//!   ppc64el are emulated: scripts/test-long).
 //!
 //! The BIOS image is built with `dib-create --boot-test`, which boots it to
 //! the login prompt; in CI that is its only boot (the full boot below runs in
@@ -17,9 +23,9 @@
 //! login prompt within the timeout, a login as the development user on the
 //! serial console, root mounted from the filesystem that /etc/fstab names, and
 //! growroot filling a disk larger than the image, all in one boot per image.
-//! The arm64 images are also inspected without booting: partition table, FAT
-//! contents (mtools), the kernel, the ELF machine of /usr/bin/bash, fstab
-//! against blkid.
+//! The images of other architectures than amd64 are also inspected without
+//! booting: partition table, FAT contents (mtools), the PReP partition, the
+//! kernel, the ELF machine of /usr/bin/bash, fstab against blkid.
 //!
 //! Each image is built by the first test that needs it and shared by the
 //! others; builds never run at the same time. Measurements (build time, image
