@@ -68,7 +68,18 @@ fn main() {
         // rebuild in tests/lockfile.rs (two --lockfile builds, one from an
         // empty cache, compared in tar, raw and qcow2); this SOURCE_DATE_EPOCH
         // pair runs in scripts/test-long (--ignored).
-        trial("debian_minimal_rebuild_compared", &real, debian_compared).with_ignored_flag(true),
+        trial("debian_minimal_rebuild_compared", &real, || {
+            debian_compared("amd64")
+        })
+        .with_ignored_flag(true),
+        // The same for i386, built natively (IA-32 emulation): another
+        // architecture's bootstrap, kernel and initramfs.
+        trial(
+            "debian_minimal_i386_rebuild_compared",
+            &[&real[..], &[Need::Tool("arch-test")]].concat(),
+            || debian_compared("i386"),
+        )
+        .with_ignored_flag(true),
         trial(
             "raw_difference_is_traced_to_the_file",
             &[
@@ -233,7 +244,7 @@ fn lvm_identical() -> Result<(), Failed> {
     s2.assert_nothing_left(&[])
 }
 
-fn debian_compared() -> Result<(), Failed> {
+fn debian_compared(arch: &str) -> Result<(), Failed> {
     let types = "tar,raw,qcow2";
     let (s1, s2) = (
         Scratch::new("dib-create-repro-a-"),
@@ -250,7 +261,7 @@ fn debian_compared() -> Result<(), Failed> {
     // the phase cache on, the second build would re-emit the first one's
     // outputs, so it is off here; the vm and disk tests build debian-minimal
     // with it on.
-    let every_phase = ["--no-phase-cache"];
+    let every_phase = ["--no-phase-cache", "-a", arch];
     let (a, log_a) = build_logged(&s1, &every_phase, &[], types, &elements)?;
     let (b, log_b) = build_logged(&s2, &every_phase, &[], types, &elements)?;
     for (log, says) in [(log_a, "saving the root"), (log_b, "unpacking cached root")] {
@@ -264,7 +275,7 @@ fn debian_compared() -> Result<(), Failed> {
     }
     let diff = differing(&a, &b)?;
     if diff.is_empty() {
-        println!("debian-minimal: tar, raw and qcow2 are bit-identical");
+        println!("debian-minimal {arch}: tar, raw and qcow2 are bit-identical");
         return Ok(());
     }
     let known = diff.iter().all(|t| DEBIAN_KNOWN_GAPS.contains(&t.as_str()));
