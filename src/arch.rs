@@ -120,7 +120,7 @@ impl Arch {
 
     /// True when this host's kernel may run this architecture's binaries
     /// itself: its own, and i386 on amd64, where the kernel can have IA-32
-    /// emulation (`crate::host::arch` asks the kernel whether it has).
+    /// emulation (`crate::host::runs_natively` asks the kernel whether it has).
     pub fn may_run_natively(&self) -> bool {
         let host = Arch::host();
         self == host || (host.dpkg == "amd64" && self.dpkg == "i386")

@@ -215,6 +215,8 @@ fn interrupt_install_d(reader_gone: bool) -> Result<(), Failed> {
     let mut build = tar_build(&s, &out);
     build.args(["fake-os", "slow"]);
     if reader_gone {
+        // Not read: the log up to the hook is a few KiB, far below what
+        // the pipe holds (64 KiB), so the build does not block on it.
         build.stderr(std::process::Stdio::piped());
     }
     let mut child = build.spawn()?;

@@ -22,8 +22,9 @@ command, printing its output and exit status. Every path out of this program
 stops qemu; --timeout bounds the whole run. On failure the last 50 console
 lines are printed.
 
-x86_64 images boot in a q35 machine (BIOS, or UEFI with --uefi), aarch64
-images in a virt machine with UEFI. --machine raspi3b boots a Raspberry Pi 3
+x86_64 and i386 images boot in a q35 machine (BIOS, or UEFI with --uefi),
+aarch64 and arm (armhf) images in a virt machine with UEFI, ppc64 (ppc64el)
+images in a pseries machine with its Open Firmware (SLOF). --machine raspi3b boots a Raspberry Pi 3
 SD-card image the way the Pi's firmware would: the kernel, initramfs, device
 tree and command line come from config.txt and cmdline.txt on the image's FAT
 firmware partition (read with mtools), and a raw copy of the image, enlarged to
@@ -56,7 +57,7 @@ enum ArchArg {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum MachineArg {
-    /// q35 (x86_64) or virt (aarch64)
+    /// q35 (x86_64), virt (aarch64, arm) or pseries (ppc64)
     Auto,
     /// a Raspberry Pi 3 SD card
     Raspi3b,

@@ -40,7 +40,7 @@ fn shipped(name: &str) -> Graph {
 
 #[test]
 fn shipped_layouts_parse_and_validate() {
-    for name in ["mbr", "gpt", "efi", "efi-lvm"] {
+    for name in ["mbr", "gpt", "efi", "efi-lvm", "gpt-ppc64el", "mbr-ppc64el"] {
         let g = shipped(name);
         assert!(g.root_filesystem().is_some(), "{name} has no root");
         g.check_fits(4 << 30).unwrap();
@@ -62,6 +62,14 @@ fn shipped_elements_link_to_layouts() {
         let provides = std::fs::read_to_string(dir.join("element-provides")).unwrap();
         assert_eq!(provides.trim(), "block-device");
         assert!(dir.join("environment.d/15-block-device.bash").is_file());
+    }
+    // ppc64el's own layouts, with the PReP partition Open Firmware boots.
+    for name in ["mbr", "gpt"] {
+        let dir = elements.join(format!("block-device-{name}"));
+        let link = dir.join("block-device-ppc64el.yaml");
+        assert_eq!(find_element_config(&dir, "ppc64el"), Some(link.clone()));
+        let yaml = std::fs::read_to_string(&link).unwrap();
+        assert!(yaml.contains("'4100'") || yaml.contains("'0x41'"), "{yaml}");
     }
 }
 

@@ -2,9 +2,11 @@
 //! network, wait for the login prompt, optionally log in and run commands.
 //!
 //! The image itself is never written: qemu runs on a temporary qcow2 overlay
-//! (enlarged first with `resize`). x86_64 images boot in a q35 machine (BIOS,
-//! or UEFI with OVMF), aarch64 images in a virt machine with AAVMF, and
-//! Raspberry Pi 3 cards in qemu's raspi3b machine ([`raspi`]). Every path out
+//! (enlarged first with `resize`). x86_64 (and i386) images boot in a q35
+//! machine (BIOS, or UEFI with OVMF), aarch64 images in a virt machine with
+//! AAVMF, armhf images in a virt machine with the 32-bit AAVMF, ppc64el
+//! images in a pseries machine with its SLOF, and Raspberry Pi 3 cards in
+//! qemu's raspi3b machine ([`raspi`]). Every path out
 //! stops qemu (`crate::host::qemu`); `timeout` bounds the whole run.
 //!
 //! - [`console`]: the console protocol, pure and tested on recorded streams;
@@ -116,13 +118,28 @@ impl Arch {
 
     /// The guest for a `qemu-system-<name>` name.
     pub fn parse(name: &str) -> Option<Arch> {
-        [Arch::X86_64, Arch::Aarch64, Arch::Arm, Arch::Ppc64]
-            .into_iter()
-            .find(|a| a.name() == name)
+        Arch::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    pub const ALL: [Arch; 4] = [Arch::X86_64, Arch::Aarch64, Arch::Arm, Arch::Ppc64];
+
+    /// `uname -m` of a host whose KVM runs this guest.
+    fn host_machine(self) -> &'static str {
+        match self {
+            Arch::Ppc64 => "ppc64le",
+            // KVM runs 32-bit Arm guests through qemu-system-aarch64 only.
+            Arch::Arm => "armv7l",
+            other => other.name(),
+        }
+    }
+
+    /// Machines of this architecture have UEFI firmware that qemu can load.
+    fn has_uefi(self) -> bool {
+        self != Arch::Ppc64
     }
 
     /// Machines of this architecture boot through UEFI only.
-    fn uefi_only(self) -> bool {
+    pub fn uefi_only(self) -> bool {
         matches!(self, Arch::Aarch64 | Arch::Arm)
     }
 
@@ -155,7 +172,7 @@ impl Arch {
             Arch::X86_64 => "ovmf",
             Arch::Aarch64 => "qemu-efi-aarch64",
             Arch::Arm => "qemu-efi-arm",
-            // SLOF comes with qemu-system-ppc.
+            // Never asked: Plan::resolve refuses --uefi for POWER.
             Arch::Ppc64 => "qemu-system-ppc",
         }
     }
@@ -164,7 +181,7 @@ impl Arch {
 /// The machine model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Machine {
-    /// q35 for x86_64, virt for aarch64.
+    /// The architecture's own (`Arch::machine`): q35, virt or pseries.
     Auto,
     /// A Raspberry Pi 3 B SD card (aarch64, TCG only).
     Raspi3b,
@@ -451,6 +468,12 @@ impl Plan {
         } else {
             (opts.arch, opts.accel, opts.uefi || opts.arch.uefi_only())
         };
+        if uefi && !arch.has_uefi() {
+            return Err(BootError::BadOption(format!(
+                "--uefi: {} machines boot with Open Firmware (SLOF), not UEFI; drop --uefi",
+                arch.name()
+            )));
+        }
         let qemu = need(&arch.qemu())?;
         let qemu_img = need("qemu-img")?;
         if raspi {
@@ -775,7 +798,7 @@ impl Session<'_> {
             fresh: None,
         };
         let arch = self.plan.arch.name();
-        if arch != facts::machine() {
+        if self.plan.arch.host_machine() != facts::machine() {
             return Ok(tcg(format!("the host is not {arch}")));
         }
         let dev = &self.opts.kvm_device;
@@ -1182,6 +1205,43 @@ mod tests {
             None,
         ));
         assert!(a.contains("-cpu host -M virt"), "{a}");
+    }
+
+    #[test]
+    fn arm_and_power_machines_under_tcg() {
+        let o = BootOptions::new("/i.qcow2");
+        let disk = Disk::Overlay("/w/disk.qcow2".into());
+        let tcg = Accel::Tcg { single: false };
+        let arm = line(&qemu_args(&plan(Arch::Arm, true), &o, &disk, &tcg, None));
+        assert!(
+            arm.ends_with(
+                "-cpu max -M virt,highmem=off \
+                 -drive if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd"
+            ),
+            "{arm}"
+        );
+        // pseries has no `max` CPU and boots its own SLOF: no pflash.
+        let power = line(&qemu_args(&plan(Arch::Ppc64, false), &o, &disk, &tcg, None));
+        assert!(power.ends_with("cache=unsafe -M pseries"), "{power}");
+        assert!(!power.contains("-cpu"), "{power}");
+    }
+
+    #[test]
+    fn power_is_not_booted_through_uefi() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("i.qcow2");
+        std::fs::write(&img, b"").unwrap();
+        let mut o = BootOptions::new(&img);
+        o.arch = Arch::Ppc64;
+        o.uefi = true;
+        let e = Plan::resolve(&o).err().expect("refused");
+        assert!(e.is_usage() && e.to_string().contains("drop --uefi"), "{e}");
+        o.arch = Arch::Arm;
+        o.uefi = false;
+        // Arm machines boot through UEFI whatever was asked.
+        if let Ok(p) = Plan::resolve(&o) {
+            assert!(p.uefi);
+        }
     }
 
     #[test]

@@ -140,7 +140,7 @@ fn check_can_build(plan: &Plan, host: &dyn Host) -> anyhow::Result<()> {
     if let Some(d) = plan.disk() {
         disk::check_host(caps, d)?;
     }
-    binfmt::ensure(&plan.arch)?;
+    binfmt::ensure(&plan.arch, plan.emulator)?;
     Ok(())
 }
 
@@ -482,7 +482,7 @@ impl Build<'_, '_> {
             root,
             &self.dirs.hooks,
             &self.plan.arch,
-            self.plan.settings.native_tools,
+            self.plan.emulator.is_some() && self.plan.settings.native_tools,
         )?;
         let first = chroot::enter(self.journal, root, &self.dirs.hooks)?;
         for phase in [Phase::PreFinalise, Phase::Finalise, Phase::Cleanup] {

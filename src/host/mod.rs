@@ -39,6 +39,13 @@ pub fn runs_natively(arch: &crate::arch::Arch) -> bool {
         return false;
     }
     *IA32.get_or_init(|| {
+        if !tools::on_path("arch-test") {
+            crate::log::warn(&format!(
+                "arch-test is not installed (apt-get install arch-test): assuming this amd64 kernel runs {} programs itself, as Debian's kernels do",
+                arch.dpkg
+            ));
+            return true;
+        }
         let native = Cmd::new("asking the kernel for IA-32 emulation", "arch-test")
             .args(["-n", arch.dpkg])
             .read()

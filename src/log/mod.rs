@@ -125,7 +125,7 @@ fn write_stderr(s: &State, stamped: &Stamped, text: Option<&str>) {
 }
 
 /// One line to stderr, whatever became of it. Stderr is often a pipe
-/// (`dib-create ... | tee log`), and Ctrl-C ends the reader too: a failed
+/// (`dib-create ... 2>&1 | tee log`), and Ctrl-C ends the reader too: a failed
 /// write must not stop the teardown that is logging its steps (eprintln!
 /// panics on EPIPE). The log file still gets every line.
 fn to_stderr(line: &str) {

@@ -55,15 +55,16 @@ pub fn plan(
                     .into(),
             )
         })?;
-    let arch = crate::arch::Arch::parse(arch)
+    let target = crate::arch::Arch::parse(arch)
         .ok()
-        .map(|a| a.qemu_system)
-        .filter(|q| crate::boot::Arch::parse(q).is_some())
+        .filter(|a| crate::boot::Arch::parse(a.qemu_system).is_some())
         .ok_or_else(|| {
             UsageError(format!(
-                "--boot-test boots amd64, i386, arm64, armhf and ppc64el images; this one is {arch}"
+                "--boot-test boots {} images; this one is {arch}",
+                bootable_arches()
             ))
         })?;
+    let guest = crate::boot::Arch::parse(target.qemu_system).expect("filtered above");
     let esp = disk.is_some_and(|d| d.graph.esp_partition().is_some());
     let raspi3b = elements.iter().any(|e| e == "rpi3");
     if raspi3b && cli.accel == Accel::Kvm {
@@ -74,8 +75,10 @@ pub fn plan(
     Ok(Some(BootPlan {
         image,
         timeout_secs,
-        uefi: matches!(arch, "aarch64" | "arm") || esp,
-        arch,
+        // An i386 image with an ESP also has a BIOS boot partition, and the
+        // 64-bit OVMF cannot run its BOOTIA32.EFI: it is booted with BIOS.
+        uefi: guest.uefi_only() || (esp && target.dpkg != "i386"),
+        arch: guest.name(),
         raspi3b,
         accel: match cli.accel {
             Accel::Auto => "auto",
@@ -83,4 +86,14 @@ pub fn plan(
             Accel::Tcg => "tcg",
         },
     }))
+}
+
+/// The architectures whose images a boot test can start, for messages.
+fn bootable_arches() -> String {
+    crate::arch::ARCHES
+        .iter()
+        .filter(|a| crate::boot::Arch::parse(a.qemu_system).is_some())
+        .map(|a| a.dpkg)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

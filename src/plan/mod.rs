@@ -94,6 +94,10 @@ pub struct Plan {
     pub output_options: OutputOptions,
     /// Target architecture (dpkg naming).
     pub arch: String,
+    /// The qemu-user emulator (`qemu-<name>`) the target's programs run
+    /// through on this host; None when its kernel runs them itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emulator: Option<&'static str>,
     /// Image name (`-o`).
     pub image_name: String,
     /// The environment every hook starts from (DIB_*, ARCH, IMAGE_ELEMENT, ...),
@@ -289,6 +293,7 @@ pub fn build_with_env(cli: &Cli, caller: &BTreeMap<String, String>) -> Result<Pl
                 .filter(|o| !o.trim().is_empty()),
             docker_target,
         },
+        emulator: emulator(&arch),
         arch,
         image_name: cli.output.clone(),
         hook_env,
@@ -323,6 +328,13 @@ fn report_path(cli: &Cli) -> Option<PathBuf> {
 }
 
 /// `-a` (or ARCH), else the host's, in dpkg naming; an unknown name is refused.
+/// The emulator `arch` needs here (the host is asked whether its kernel runs
+/// i386 itself).
+fn emulator(arch: &str) -> Option<&'static str> {
+    let a = crate::arch::Arch::parse(arch).ok()?;
+    (!crate::host::runs_natively(a)).then_some(a.qemu_user)
+}
+
 pub fn target_arch(cli: &Cli) -> Result<String, crate::arch::UnknownArch> {
     match cli.arch.as_deref().filter(|a| !a.is_empty()) {
         None => Ok(crate::arch::Arch::host().dpkg.to_owned()),

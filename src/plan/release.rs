@@ -39,12 +39,26 @@ const KNOWN: &[(&str, &[&str])] = &[
 
 /// Architectures a distribution's archive lacks, by release: each entry is
 /// (distribution, architecture, the releases that still have it, why).
-const MISSING_ARCHES: &[(&str, &str, &[&str], &str)] = &[(
-    "ubuntu",
-    "i386",
-    &["bionic"],
-    "since 20.04 (focal) Ubuntu's i386 archive holds only the libraries that 64-bit systems run, with no kernel and no full base system",
-)];
+const MISSING_ARCHES: &[(&str, &str, &[&str], &str)] = &[
+    (
+        "debian",
+        "i386",
+        &[
+            "buster",
+            "bullseye",
+            "bookworm",
+            "oldstable",
+            "oldoldstable",
+        ],
+        "since Debian 13 (trixie) i386 has no kernel and no installer: it is kept for running 32-bit programs on 64-bit systems",
+    ),
+    (
+        "ubuntu",
+        "i386",
+        &["trusty", "xenial", "bionic"],
+        "since 20.04 (focal) Ubuntu's i386 archive holds only the libraries that 64-bit systems run, with no kernel and no full base system",
+    ),
+];
 
 /// Checks that the distribution environment.d chose publishes `arch` for
 /// `DIB_RELEASE`.
@@ -165,6 +179,9 @@ mod tests {
         check_arch(&noble, "armhf").unwrap();
         check_arch(&env("ubuntu", "bionic", ""), "i386").unwrap();
         check_arch(&env("debian", "bookworm", ""), "i386").unwrap();
+        let e = check_arch(&env("debian", "trixie", ""), "i386").unwrap_err();
+        assert!(e.to_string().contains("bookworm"), "{e}");
+        check_arch(&env("debian", "trixie", ""), "armhf").unwrap();
     }
 
     #[test]

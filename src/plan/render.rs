@@ -7,7 +7,11 @@ use super::Plan;
 /// Renders the plan for a person: elements, hooks per phase, packages, outputs.
 pub fn render_text(plan: &Plan) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "image: {} (arch {})", plan.image_name, plan.arch);
+    let runs = match plan.emulator {
+        Some(q) => format!("emulated by qemu-{q}"),
+        None => "native".to_string(),
+    };
+    let _ = writeln!(s, "image: {} (arch {}, {runs})", plan.image_name, plan.arch);
     let _ = writeln!(s, "\nelements (in order):");
     for name in &plan.elements {
         let path = plan

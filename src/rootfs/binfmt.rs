@@ -9,15 +9,15 @@ use crate::log;
 
 const BINFMT_DIR: &str = "/proc/sys/fs/binfmt_misc";
 
-/// The qemu-user name of a dpkg architecture, when it needs emulation on this host.
-pub fn qemu_name(dpkg_arch: &str) -> Option<&'static str> {
-    let arch = crate::arch::Arch::parse(dpkg_arch).ok()?;
-    (!crate::host::runs_natively(arch)).then_some(arch.qemu_user)
-}
-
-/// Ensures binaries of `dpkg_arch` run here; registers the qemu entry if needed.
-pub fn ensure(dpkg_arch: &str) -> anyhow::Result<()> {
-    let Some(q) = qemu_name(dpkg_arch) else {
+/// Ensures binaries of `dpkg_arch` run here through `emulator` (the plan's
+/// choice; None: natively); registers the qemu entry if needed.
+pub fn ensure(dpkg_arch: &str, emulator: Option<&str>) -> anyhow::Result<()> {
+    let Some(q) = emulator else {
+        if dpkg_arch != crate::arch::Arch::host().dpkg {
+            log::info(&format!(
+                "{dpkg_arch} programs run natively: this kernel runs them itself"
+            ));
+        }
         return Ok(());
     };
     ensure_mounted()?;
@@ -34,7 +34,7 @@ pub fn ensure(dpkg_arch: &str) -> anyhow::Result<()> {
             entry.display()
         );
     }
-    let rule = rule_file(q)?;
+    let rule = rule_file(q, dpkg_arch)?;
     let line =
         std::fs::read_to_string(&rule).with_context(|| format!("reading {}", rule.display()))?;
     let line = with_fix_binary_flag(line.trim());
@@ -58,18 +58,25 @@ fn with_fix_binary_flag(line: &str) -> String {
     fields.join(":")
 }
 
-fn rule_file(q: &str) -> anyhow::Result<PathBuf> {
+fn rule_file(q: &str, dpkg_arch: &str) -> anyhow::Result<PathBuf> {
     let candidates = [
         format!("/usr/lib/binfmt.d/qemu-{q}.conf"),
         format!("/etc/binfmt.d/qemu-{q}.conf"),
     ];
+    let how = if dpkg_arch == "i386" {
+        // qemu-user-static leaves the rule out on amd64, where the kernel
+        // is expected to run i386 itself.
+        "this kernel does not run i386 programs itself (no IA-32 emulation, or booted with ia32_emulation=0), and Debian's qemu-user-static has no i386 rule on amd64: boot a kernel with IA-32 emulation, or write a qemu-i386 rule to /etc/binfmt.d/qemu-i386.conf".to_string()
+    } else {
+        "install it with: apt-get install qemu-user-static".to_string()
+    };
     candidates
         .iter()
         .map(PathBuf::from)
         .find(|p| p.exists())
         .with_context(|| {
             format!(
-                "cannot run {q} binaries: no qemu-user binfmt rule found ({}); install it with: apt-get install qemu-user-static",
+                "cannot run {dpkg_arch} binaries: no qemu-user binfmt rule found ({}); {how}",
                 candidates.join(", ")
             )
         })
@@ -95,7 +102,22 @@ mod tests {
 
     #[test]
     fn native_needs_nothing() {
-        assert_eq!(qemu_name(crate::arch::Arch::host().dpkg), None);
+        ensure(crate::arch::Arch::host().dpkg, None).unwrap();
+    }
+
+    #[test]
+    fn a_missing_i386_rule_says_why_there_is_none() {
+        let e = rule_file("no-such-emulator", "i386")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("IA-32 emulation") && e.contains("qemu-i386"),
+            "{e}"
+        );
+        let e = rule_file("no-such-emulator", "armhf")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("apt-get install qemu-user-static"), "{e}");
     }
 
     #[test]

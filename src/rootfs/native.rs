@@ -60,15 +60,16 @@ const TOOLS: &[(&str, &str)] = &[
 const IN_CHROOT: &str = "/tmp/in_target.d";
 const LOADER: &str = "ldnative";
 
-/// Prepares `hooks/dib-create/native` for the image in `target`; returns the
-/// tools it holds (none when the architectures match or no version does).
+/// Prepares `hooks/dib-create/native` for the image in `target`, when
+/// `enabled` (the image's programs are emulated and the setting is on);
+/// returns the tools it holds (none when no version matches).
 pub fn prepare(
     target: &Path,
     hooks: &Path,
     arch: &str,
     enabled: bool,
 ) -> anyhow::Result<Vec<String>> {
-    if super::binfmt::qemu_name(arch).is_none() || !enabled {
+    if !enabled {
         return Ok(Vec::new());
     }
     let dir = hooks.join(OURS).join("native");

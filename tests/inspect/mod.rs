@@ -196,14 +196,20 @@ fn check_esp(
         .find(|p| p.kind == ESP_GUID)
         .ok_or("no EFI system partition")?;
     let (path, machine) = if t == Target::Armhf {
-        ("EFI/BOOT/BOOTARM.EFI", "ARM")
+        ("EFI/BOOT/BOOTARM.EFI", "32-bit Arm")
     } else {
-        ("EFI/BOOT/BOOTAA64.EFI", "Aarch64")
+        ("EFI/BOOT/BOOTAA64.EFI", "arm64")
     };
     let grub = fat_file(raw, esp.offset, path, dir)?;
     let what = run_ok(cmd("file", &["-b"], &grub))?;
-    if !what.contains(machine) && !what.contains("ARM64") {
-        return Err(format!("{path} is not an {machine} EFI program: {what}").into());
+    let arm64 = what.contains("Aarch64") || what.contains("ARM64");
+    let ok = if t == Target::Armhf {
+        what.contains("ARM") && !arm64
+    } else {
+        arm64
+    };
+    if !ok {
+        return Err(format!("{path} is not a {machine} EFI program: {what}").into());
     }
     println!("ESP: {path}: {}", what.trim());
     Ok(())
@@ -219,14 +225,17 @@ fn check_prep(parts: &[Part], raw: &Path) -> Result<(), Failed> {
         .ok_or("no PReP boot partition")?;
     let mut f = std::fs::File::open(raw)?;
     f.seek(std::io::SeekFrom::Start(prep.offset))?;
-    let mut magic = [0u8; 4];
-    f.read_exact(&mut magic)?;
-    if &magic != b"\x7fELF" {
-        return Err(
-            format!("the PReP partition does not start with an ELF image: {magic:02x?}").into(),
-        );
+    let mut header = [0u8; 20];
+    f.read_exact(&mut header)?;
+    // GRUB's powerpc-ieee1275 core.elf: 32-bit, big-endian, EM_PPC (20).
+    let machine = u16::from_be_bytes([header[18], header[19]]);
+    if &header[..4] != b"\x7fELF" || header[4] != 1 || header[5] != 2 || machine != 20 {
+        return Err(format!(
+            "the PReP partition does not start with a 32-bit big-endian PowerPC ELF image: {header:02x?}"
+        )
+        .into());
     }
-    println!("PReP partition {}: an ELF image", prep.number);
+    println!("PReP partition {}: GRUB's PowerPC ELF image", prep.number);
     Ok(())
 }
 
@@ -239,9 +248,9 @@ fn check_bash_machine(t: Target, raw: &Path, root: &Part, dir: &Path) -> Result<
         &format!("dump /usr/bin/bash {}", bash.display()),
     ))?;
     let what = run_ok(cmd("file", &["-b"], &bash))?;
-    if !what.contains(t.elf_machine()) {
+    if !t.is_own_elf(&what) {
         return Err(format!(
-            "/usr/bin/bash is not an {} program: {what}",
+            "/usr/bin/bash is not a {:?} program: {what}",
             t.elf_machine()
         )
         .into());
