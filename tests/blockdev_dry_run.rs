@@ -144,3 +144,47 @@ fn tar_only_plans_have_no_block_device() {
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(plan.get("block_device").is_none());
 }
+
+/// `vm` for each further architecture: the layout the architecture table
+/// names, from the element's file for that architecture where it has one,
+/// and the emulator the plan chose.
+#[test]
+fn each_architecture_gets_its_vm_layout_and_emulator() {
+    for (arch, layout, emulator) in [
+        (
+            "armhf",
+            "block-device-efi/block-device-default.yaml",
+            Some("arm"),
+        ),
+        (
+            "ppc64el",
+            "block-device-gpt/block-device-ppc64el.yaml",
+            Some("ppc64le"),
+        ),
+        ("i386", "block-device-mbr/block-device-default.yaml", None),
+    ] {
+        let out = Command::cargo_bin("dib-create")
+            .unwrap()
+            .env("DIB_CREATE_DATA_DIR", env!("CARGO_MANIFEST_DIR"))
+            .args(["--dry-run", "--format", "json", "-a", arch, "-t", "qcow2"])
+            .args(["debian-minimal", "vm"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let source = plan["block_device"]["source"].as_str().unwrap_or("");
+        assert!(source.ends_with(layout), "{arch}: {source}");
+        // i386 is emulated only on a kernel without IA-32 emulation.
+        let native_i386 = std::process::Command::new("arch-test")
+            .args(["-n", "i386"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if arch != "i386" || native_i386 {
+            assert_eq!(plan["emulator"].as_str(), emulator, "{arch}");
+        }
+    }
+}
