@@ -661,7 +661,6 @@ fn main() {
             Target::Rpi3 => n.extend([
                 Need::ForeignArch("arm64"),
                 Need::Tool("qemu-system-aarch64"),
-                Need::Tool("sfdisk"),
                 Need::Tool("debugfs"),
             ]),
             Target::I386 => n.extend([
