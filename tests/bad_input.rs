@@ -354,6 +354,53 @@ const CASES: &[Case] = &[
         &["-x"],
     ),
     case(
+        "ostree_ref_bad",
+        &["-t", "ostree", "--ostree-ref", "a//b"],
+        &["--ostree-ref", "a//b", "letters, digits"],
+    ),
+    case(
+        "ostree_flag_without_output",
+        &["-t", "tar", "--ostree-ref", "a/b"],
+        &["--ostree-ref", "add ostree to -t"],
+    ),
+    case(
+        "ostree_repo_not_a_repository",
+        &["-t", "ostree", "--ostree-repo", "{S}"],
+        &["--ostree-repo", "not an ostree repository"],
+    ),
+    case(
+        "ostree_repo_parent_missing",
+        &["-t", "ostree", "--ostree-repo", "{S}/no/such/repo"],
+        &["--ostree-repo", "does not exist; create it first"],
+    ),
+    case(
+        "ostree_parent_bad",
+        &["-t", "ostree", "--ostree-parent", "HEAD"],
+        &["--ostree-parent", "HEAD", "64-digit"],
+    ),
+    case(
+        "ostree_version_space",
+        &["-t", "ostree", "--ostree-version", "1 2"],
+        &["--ostree-version", "\"1 2\""],
+    ),
+    case(
+        "ostree_gpg_home_missing",
+        &[
+            "-t",
+            "ostree",
+            "--ostree-gpg-sign",
+            "ABCD",
+            "--ostree-gpg-homedir",
+            "{S}/nohome",
+        ],
+        &["--ostree-gpg-homedir", "no such directory"],
+    ),
+    case(
+        "ostree_gpg_home_without_key",
+        &["-t", "ostree", "--ostree-gpg-homedir", "{S}"],
+        &["add --ostree-gpg-sign"],
+    ),
+    case(
         "docker_target_double_slash",
         &["-t", "docker", "--docker-target", "a//b"],
         &["a//b"],

@@ -2,7 +2,8 @@
 //! `--lockfile` and check the installed versions are the locked ones, then
 //! prove that a tampered SHA256 and a package outside the lock are clear
 //! errors, the latter offline (no network namespace but loopback) from the
-//! warm cache. Also the CLI side (`--lock-diff`, `--help`) without root.
+//! warm cache. The two locked builds also commit to ostree: the same
+//! lockfile must give the same commit checksum. Also the CLI side (`--lock-diff`, `--help`) without root.
 
 mod common;
 
@@ -20,6 +21,7 @@ fn main() {
         Need::Tool("mmdebstrap"),
         Need::Tool("unshare"),
         Need::Tool("ip"),
+        Need::Tool("ostree"),
         Need::Network("deb.debian.org:80"),
     ];
     let tests = vec![
@@ -111,7 +113,7 @@ fn locked_builds_are_identical(s: &Path, lock: &Path, first: &Path) -> Result<()
     c.env("DIB_IMAGE_CACHE", other.join("cache"))
         .env("TMPDIR", other.join("tmp"))
         .env_remove("SOURCE_DATE_EPOCH")
-        .args(["-t", "tar,raw,qcow2"])
+        .args(["-t", "tar,raw,qcow2,ostree"])
         .arg("--lockfile")
         .arg(lock)
         .arg("debian-minimal");
@@ -137,8 +139,25 @@ fn locked_builds_are_identical(s: &Path, lock: &Path, first: &Path) -> Result<()
         }
         println!("{ext}: both builds {a}");
     }
+    let (a, b) = (ostree_commit(first)?, ostree_commit(&out)?);
+    if a != b {
+        return Err(format!("two builds from one lockfile made ostree commits {a} and {b}").into());
+    }
+    println!("ostree: both builds commit {a}");
     std::fs::remove_dir_all(other.join("cache"))?;
     Ok(())
+}
+
+/// The ostree commit a build's manifest records.
+fn ostree_commit(out: &Path) -> Result<String, Failed> {
+    let text = std::fs::read_to_string(out.with_extension("manifest.json"))?;
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    v["outputs"]
+        .as_array()
+        .and_then(|o| o.iter().find(|f| f["type"] == "ostree"))
+        .and_then(|f| f["sha256"].as_str())
+        .map(String::from)
+        .ok_or_else(|| format!("no ostree output in {}", out.display()).into())
 }
 
 /// The common part of each build: environment, scratch build root, cache.
@@ -188,7 +207,7 @@ fn lock_then_build_locked() -> Result<(), Failed> {
     let t = Instant::now();
     let out = s.join("locked");
     let mut c = build_cmd(s, &out);
-    c.args(["-t", "tar,raw,qcow2"])
+    c.args(["-t", "tar,raw,qcow2,ostree"])
         .arg("--lockfile")
         .arg(&lock)
         .arg("debian-minimal");

@@ -67,7 +67,7 @@ pub struct Cli {
         help_heading = "Image"
     )]
     pub output: String,
-    /// Output types, comma separated: qcow2, raw, vhd, vmdk, tar, tgz, squashfs, docker, oci, aci, ...
+    /// Output types, comma separated: qcow2, raw, vhd, vmdk, tar, tgz, squashfs, docker, oci, ostree, ...
     #[arg(
         short = 't',
         value_name = "TYPES",
@@ -122,6 +122,26 @@ pub struct Cli {
     /// Repository and tag of a docker output (default: the image name).
     #[arg(long, value_name = "TARGET", help_heading = "Image")]
     pub docker_target: Option<String>,
+    /// ostree repository the ostree output commits into (default `<-o>.ostree`;
+    /// a missing one is created in archive mode).
+    #[arg(long, value_name = "DIR", help_heading = "ostree")]
+    pub ostree_repo: Option<PathBuf>,
+    /// Ref of the ostree commit (default `<distro>/<release>/<arch>/<image name>`).
+    #[arg(long = "ostree-ref", value_name = "REF", help_heading = "ostree")]
+    pub ostree_branch: Option<String>,
+    /// Parent of the ostree commit: `none` or a commit checksum (default: the
+    /// ref's current commit in the repository).
+    #[arg(long, value_name = "COMMIT", help_heading = "ostree")]
+    pub ostree_parent: Option<String>,
+    /// `version` metadata of the ostree commit (default: its UTC time, YYYYMMDD.HHMMSS).
+    #[arg(long, value_name = "VERSION", help_heading = "ostree")]
+    pub ostree_version: Option<String>,
+    /// GPG key that signs the ostree commit.
+    #[arg(long, value_name = "KEYID", help_heading = "ostree")]
+    pub ostree_gpg_sign: Option<String>,
+    /// GnuPG home holding that key (default: gpg's own).
+    #[arg(long, value_name = "DIR", help_heading = "ostree")]
+    pub ostree_gpg_homedir: Option<PathBuf>,
     /// Element used to build a ramdisk image.
     #[arg(long, value_name = "ELEMENT", help_heading = "Image")]
     pub ramdisk_element: Option<String>,
@@ -273,6 +293,18 @@ impl Cli {
     }
 
     /// The `-p` packages, flattened from comma lists.
+    /// The ostree flags, for the plan.
+    pub fn ostree_args(&self) -> crate::plan::OstreeArgs {
+        crate::plan::OstreeArgs {
+            repo: self.ostree_repo.clone(),
+            branch: self.ostree_branch.clone(),
+            parent: self.ostree_parent.clone(),
+            version: self.ostree_version.clone(),
+            gpg_sign: self.ostree_gpg_sign.clone(),
+            gpg_homedir: self.ostree_gpg_homedir.clone(),
+        }
+    }
+
     pub fn extra_packages(&self) -> Vec<String> {
         self.packages.iter().flat_map(|p| split_list(p)).collect()
     }

@@ -23,7 +23,7 @@ use crate::report::collect::{self as report, Facts};
 /// Where the output locks live, below the build root.
 const OUTPUT_LOCKS: &str = ".output-locks";
 use crate::phase::{Phase, Stage};
-use crate::plan::{DiskPlan, FinaliseOn, Plan, Source};
+use crate::plan::{DiskPlan, FinaliseOn, OutputKind, Plan, Source};
 use crate::rootfs::{binfmt, chroot};
 
 /// Builds the image a plan describes, acting on `host`.
@@ -104,6 +104,7 @@ fn build_in(
         cache,
         chroot: None,
         facts,
+        ostree: None,
     };
     let result = build.run();
     let cache = build.cache.take();
@@ -141,6 +142,24 @@ fn check_can_build(plan: &Plan, host: &dyn Host) -> anyhow::Result<()> {
         disk::check_host(caps, d)?;
     }
     binfmt::ensure(&plan.arch, plan.emulator)?;
+    check_ostree_tools(plan)
+}
+
+/// The ostree output needs ostree, and gpg to sign.
+fn check_ostree_tools(plan: &Plan) -> anyhow::Result<()> {
+    let Some(o) = &plan.output_options.ostree else {
+        return Ok(());
+    };
+    let tools = ["ostree"].into_iter().chain(o.gpg.as_ref().map(|_| "gpg"));
+    for tool in tools {
+        if !crate::host::tools::on_path(tool) {
+            let pkg = crate::host::tools::package_for(tool).unwrap_or(tool);
+            return Err(UsageError(format!(
+                "the ostree output needs {tool}, which is not installed: apt-get install {pkg}"
+            ))
+            .into());
+        }
+    }
     Ok(())
 }
 
@@ -176,6 +195,8 @@ struct Build<'a, 'r> {
     chroot: Option<Entry>,
     /// What the report will show of the disk, the tree and the outputs.
     facts: &'r mut Facts,
+    /// The ostree commit written, whose ref moves when the outputs commit.
+    ostree: Option<output::ostree::Committed>,
 }
 
 impl Build<'_, '_> {
@@ -262,8 +283,12 @@ impl Build<'_, '_> {
     fn commit(&mut self, mut pending: Vec<Pending>, keep: bool) -> anyhow::Result<()> {
         // Under no-final-image the result is what hooks wrote; a cached
         // entry of no outputs would skip them next time.
+        // A repository is not a file to keep: an ostree build commits its
+        // (restored) tree again, which adds no objects when nothing changed.
+        let has_ostree = self.plan.output_options.ostree.is_some();
         if keep
             && self.plan.final_image
+            && !has_ostree
             && let Some(c) = &self.cache
         {
             let kinds: Vec<(String, &Pending)> = pending
@@ -277,10 +302,22 @@ impl Build<'_, '_> {
                 log::warn(&format!("phase cache: could not keep the outputs: {e:#}"));
             }
         }
-        let (manifests, hashed) =
-            write_manifests(self.journal, self.plan, &self.packages, &pending)?;
+        let ostree = self.ostree_file()?;
+        let (manifests, hashed) = write_manifests(
+            self.journal,
+            self.plan,
+            &self.packages,
+            &pending,
+            ostree.as_ref(),
+        )?;
         pending.extend(manifests);
-        let done = commit_outputs(pending, self.plan.settings.checksum)?;
+        let mut done = commit_outputs(pending, self.plan.settings.checksum)?;
+        if let (Some(o), Some(c)) = (&self.plan.output_options.ostree, &self.ostree) {
+            output::ostree::set_ref(self.journal.host(), &o.repo, &o.branch, &c.commit)?;
+            if !done.contains(&o.repo) {
+                done.push(o.repo.clone());
+            }
+        }
         for path in done {
             let kind =
                 crate::plan::kind_at(&self.plan.outputs, &path).map_or("metadata", |k| k.name());
@@ -303,6 +340,17 @@ impl Build<'_, '_> {
             self.facts.outputs.push(file);
         }
         Ok(())
+    }
+
+    /// The manifest's entry of the ostree output: its commit stands for its
+    /// content.
+    fn ostree_file(&self) -> anyhow::Result<Option<manifest::OutputFile>> {
+        let (Some(o), Some(c)) = (&self.plan.output_options.ostree, &self.ostree) else {
+            return Ok(None);
+        };
+        Ok(Some(manifest::OutputFile::ostree(
+            &o.repo, &o.branch, &c.commit,
+        )))
     }
 
     /// The default: finalise on the staging tree, then build each filesystem
@@ -508,6 +556,10 @@ impl Build<'_, '_> {
             .written_outputs()
             .filter(|o| o.kind.source() == Source::Tree)
         {
+            if o.kind == OutputKind::Ostree {
+                done.extend(self.ostree_output(tree)?);
+                continue;
+            }
             let pending = Pending::recorded(self.journal, &o.path)?;
             let task = format!("writing {} output {}", o.kind, o.path.display());
             let host = self.journal.host();
@@ -517,6 +569,35 @@ impl Build<'_, '_> {
             done.push(pending);
         }
         Ok(done)
+    }
+
+    /// Commits the tree into the ostree repository: an existing one in
+    /// place (its ref moves at the end), a new one under a temporary name.
+    fn ostree_output(&mut self, tree: &Path) -> anyhow::Result<Option<Pending>> {
+        let Some(o) = &self.plan.output_options.ostree else {
+            anyhow::bail!("the plan has an ostree output but no ostree settings");
+        };
+        let pending = if crate::plan::is_repository(&o.repo) {
+            None
+        } else {
+            Some(Pending::recorded(self.journal, &o.repo)?)
+        };
+        let repo = pending.as_ref().map_or(o.repo.clone(), |p| p.tmp.clone());
+        let task = format!(
+            "committing the tree to ostree {} ({})",
+            o.repo.display(),
+            o.branch
+        );
+        let scratch = self.dirs.build.clone();
+        let host = self.journal.host();
+        let committed = log::task("output", &task, || {
+            if pending.is_some() {
+                output::ostree::init_repo(host, &repo)?;
+            }
+            output::ostree::commit(host, o, tree, &repo, &scratch)
+        })?;
+        self.ostree = Some(committed);
+        Ok(pending)
     }
 
     /// Converts the raw disk into each disk output; raw itself goes last,
@@ -609,12 +690,18 @@ fn write_manifests(
     plan: &Plan,
     packages: &[manifest::Package],
     outputs: &[Pending],
+    ostree: Option<&manifest::OutputFile>,
 ) -> anyhow::Result<(Vec<Pending>, Vec<manifest::OutputFile>)> {
     let mut files = Vec::new();
     for p in outputs {
-        let kind = crate::plan::kind_at(&plan.outputs, &p.final_path).map_or("?", |k| k.name());
-        files.push(manifest::OutputFile::hashed(kind, &p.tmp, &p.final_path)?);
+        let kind = crate::plan::kind_at(&plan.outputs, &p.final_path);
+        if kind == Some(OutputKind::Ostree) {
+            continue;
+        }
+        let name = kind.map_or("?", |k| k.name());
+        files.push(manifest::OutputFile::hashed(name, &p.tmp, &p.final_path)?);
     }
+    files.extend(ostree.cloned());
     let name = plan.short_name();
     let distro = plan
         .resolved_env
@@ -647,7 +734,8 @@ fn commit_outputs(
 ) -> anyhow::Result<Vec<std::path::PathBuf>> {
     let done = output::commit_all(pending)?;
     if checksum {
-        for file in &done {
+        // A repository has no file checksum: its commit is its checksum.
+        for file in done.iter().filter(|f| f.is_file()) {
             output::write_checksums(file)?;
         }
     }

@@ -98,7 +98,8 @@ pub fn undo_on_host(e: &Entry) -> anyhow::Result<()> {
     match e {
         Entry::Mount(p) => mount::unmount(p),
         Entry::Loop(p) => super::loopdev::detach(p),
-        Entry::CreatedFile(p) | Entry::Partial(p) => remove_if_exists(p),
+        Entry::CreatedFile(p) => remove_if_exists(p),
+        Entry::Partial(p) => remove_partial(p),
         Entry::CreatedDir(p) => match fs::remove_dir(p) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(anyhow::anyhow!("removing directory {}: {e}", p.display()))
@@ -136,6 +137,15 @@ fn remove_if_exists(p: &Path) -> anyhow::Result<()> {
             Err(anyhow::anyhow!("removing {}: {e}", p.display()))
         }
         _ => Ok(()),
+    }
+}
+
+/// A partial output: a file, or the directory of an ostree repository.
+fn remove_partial(p: &Path) -> anyhow::Result<()> {
+    match p.symlink_metadata() {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p)
+            .map_err(|e| anyhow::anyhow!("removing the partial output {}: {e}", p.display())),
+        _ => remove_if_exists(p),
     }
 }
 

@@ -39,6 +39,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("lvs", "lvm2"),
     ("grub-mkimage", "grub-common"),
     ("zstd", "zstd"),
+    ("ostree", "ostree"),
+    ("gpg", "gpg"),
     ("sudo", "sudo"),
 ];
 

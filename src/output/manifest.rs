@@ -27,7 +27,12 @@ pub struct OutputFile {
     #[serde(rename = "type")]
     pub kind: String,
     pub file: String,
+    /// The file's SHA256; for the ostree output, its commit's checksum
+    /// (a SHA256 of the commit, which names every object's).
     pub sha256: String,
+    /// The ostree output's ref.
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
 }
 
 impl OutputFile {
@@ -40,7 +45,21 @@ impl OutputFile {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             sha256: sha256_of(tmp)?,
+            branch: None,
         })
+    }
+
+    /// The ostree output: the commit on `branch` of `repo`.
+    pub fn ostree(repo: &Path, branch: &str, commit: &str) -> Self {
+        OutputFile {
+            kind: "ostree".into(),
+            file: repo
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            sha256: commit.to_string(),
+            branch: Some(branch.to_string()),
+        }
     }
 }
 
@@ -201,6 +220,7 @@ mod tests {
             kind: "qcow2".into(),
             file: "img.qcow2".into(),
             sha256: "cd".repeat(32),
+            branch: None,
         };
         let v: serde_json::Value =
             serde_json::from_str(&manifest_json("img", "amd64", &pkgs(), &[out])).unwrap();

@@ -4,6 +4,7 @@
 pub mod container;
 pub mod convert;
 pub mod manifest;
+pub mod ostree;
 pub mod tarball;
 
 use anyhow::Context;
@@ -175,6 +176,10 @@ fn free_old_name(path: &Path) -> PathBuf {
 
 impl Drop for Pending {
     fn drop(&mut self) {
+        // The ostree output is a directory (a repository).
+        if self.tmp.is_dir() && !self.tmp.is_symlink() {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
         let _ = std::fs::remove_file(&self.tmp);
     }
 }

@@ -13,6 +13,7 @@ mod disk;
 #[cfg(test)]
 pub(crate) use disk::check_buildable;
 mod env;
+mod ostree;
 mod outputs;
 mod release;
 mod render;
@@ -23,6 +24,7 @@ pub mod validate;
 pub use boot::BootPlan;
 pub use disk::{DiskError, DiskPlan};
 pub use env::{PROXY_ENV, element_info_script, hook_env, search_dirs};
+pub use ostree::{GpgSign, OstreeArgs, OstreePlan, Parent, is_repository};
 pub use outputs::{KINDS, OutputError, OutputKind, Source, kind_at, outputs, wants_disk};
 pub use render::render_text;
 pub use settings::{EpochFrom, FinaliseOn, PhaseCacheSettings, Settings};
@@ -61,6 +63,9 @@ pub struct OutputOptions {
     /// Repository and tag of docker and OCI outputs (DIB's default: the
     /// image's name).
     pub docker_target: String,
+    /// The ostree commit (`-t ostree`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ostree: Option<OstreePlan>,
 }
 
 /// The whole plan. Key names are a public contract (tests and later stages rely on them).
@@ -200,7 +205,7 @@ pub fn build_with_env(cli: &Cli, caller: &BTreeMap<String, String>) -> Result<Pl
     for p in cli.extra_packages() {
         validate::package_name(&p)?;
     }
-    let outputs = outputs(&cli.output, &cli.output_types())?;
+    let mut outputs = outputs(&cli.output, &cli.output_types())?;
     let lock = crate::lock::Request::read(
         cli.lock.as_deref(),
         cli.lock_update.as_deref(),
@@ -267,6 +272,20 @@ pub fn build_with_env(cli: &Cli, caller: &BTreeMap<String, String>) -> Result<Pl
     {
         validate::docker_target(&docker_target)?;
     }
+    let ostree = ostree_plan(
+        cli,
+        &outputs,
+        &resolved_env,
+        &arch,
+        &elements,
+        &lock,
+        &settings,
+    )?;
+    if let Some(o) = &ostree {
+        for spec in outputs.iter_mut().filter(|s| s.kind == OutputKind::Ostree) {
+            spec.path = o.repo.clone();
+        }
+    }
     let boot = boot::plan(cli, &outputs, block_device.as_ref(), &elements, &arch)?;
     let final_image = !elements.iter().any(|e| e == NO_FINAL_IMAGE);
     let element_overrides = elements
@@ -292,6 +311,7 @@ pub fn build_with_env(cli: &Cli, caller: &BTreeMap<String, String>) -> Result<Pl
                 .clone()
                 .filter(|o| !o.trim().is_empty()),
             docker_target,
+            ostree,
         },
         emulator: emulator(&arch),
         arch,
@@ -303,6 +323,51 @@ pub fn build_with_env(cli: &Cli, caller: &BTreeMap<String, String>) -> Result<Pl
         settings,
         per_build: PER_BUILD.iter().map(|s| s.to_string()).collect(),
     })
+}
+
+/// The ostree output's plan, when `-t` has ostree.
+fn ostree_plan(
+    cli: &Cli,
+    outputs: &[OutputSpec],
+    env: &BTreeMap<String, String>,
+    arch: &str,
+    elements: &[String],
+    lock: &crate::lock::Request,
+    settings: &Settings,
+) -> Result<Option<OstreePlan>, PlanError> {
+    let spec = outputs.iter().find(|o| o.kind == OutputKind::Ostree);
+    let default_repo = spec.map_or_else(PathBuf::new, |o| o.path.clone());
+    let lockfile = match lock.locked() {
+        Some((path, _)) => Some((
+            path.to_path_buf(),
+            crate::digest::sha256_of(path)
+                .map_err(|e| UsageError(format!("--lockfile {}: {e:#}", path.display())))?,
+        )),
+        None => None,
+    };
+    let get = |k: &str, d: &'static str| env.get(k).map_or(d, String::as_str).to_string();
+    let image = Path::new(&cli.output)
+        .file_name()
+        .map_or_else(|| "image".into(), |n| n.to_string_lossy().into_owned());
+    Ok(ostree::plan(&ostree::Inputs {
+        args: &cli.ostree_args(),
+        wanted: spec.is_some(),
+        default_repo: &default_repo,
+        distro: &get("DISTRO_NAME", "debian"),
+        release: &get("DIB_RELEASE", "stable"),
+        arch,
+        image: &image,
+        elements,
+        lockfile,
+        created: settings.source_date_epoch.unwrap_or_else(now_secs),
+    })?)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// `--cache-prune`: the cache directory and what its phase cache keeps.

@@ -17,6 +17,7 @@ pub enum OutputKind {
     Squashfs,
     Docker,
     Oci,
+    Ostree,
     Raw,
     RawZst,
     Qcow2,
@@ -83,6 +84,13 @@ pub const KINDS: &[KindRow] = &[
     kind(K::Squashfs, "squashfs", "squash", Tree, "a squashfs image"),
     kind(K::Docker, "docker", "docker.tar", Tree, "a docker archive"),
     kind(K::Oci, "oci", "oci.tar", Tree, "an OCI image archive"),
+    kind(
+        K::Ostree,
+        "ostree",
+        "ostree",
+        Tree,
+        "a commit in an ostree repository (a directory)",
+    ),
     kind(K::Raw, "raw", "raw", Disk, "a raw disk image"),
     kind(
         K::RawZst,

@@ -49,6 +49,22 @@ pub fn render_text(plan: &Plan) -> String {
     if let Some(r) = &plan.report {
         let _ = writeln!(s, "  {:<10} {}", "report", r.display());
     }
+    if let Some(o) = &plan.output_options.ostree {
+        let parent = match &o.parent {
+            super::Parent::Head => "the ref's current commit".to_string(),
+            super::Parent::None => "none".to_string(),
+            super::Parent::Commit(c) => c.clone(),
+        };
+        let signed = o
+            .gpg
+            .as_ref()
+            .map_or(String::new(), |g| format!(", signed by {}", g.key_id));
+        let _ = writeln!(
+            s,
+            "  ostree ref {} version {} (parent: {parent}{signed})",
+            o.branch, o.version
+        );
+    }
     let _ = writeln!(s, "\nhook environment (after environment.d):");
     for (k, v) in &plan.resolved_env {
         let _ = writeln!(s, "  {k}={}", v.replace('\n', "\\n"));

@@ -1,0 +1,463 @@
+//! The ostree output for real: one debian-minimal build writes `tar` and
+//! `ostree`, and the commit's checkout must be the tar's tree with exactly
+//! the documented layout moves (every file's type, mode, owner and content
+//! compared). A second build adds one package, commits into the same
+//! repository on the same ref, signed: it must add few objects, name the
+//! first commit as its parent, and carry a signature that verifies.
+//! (Two builds from one lockfile giving one commit: tests/lockfile.rs.)
+
+mod common;
+
+use common::{Need, dib_create, run_ok, trial};
+use libtest_mimic::{Arguments, Failed};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+fn main() {
+    let args = Arguments::from_args();
+    let needs = [
+        Need::Root,
+        Need::Tool("mmdebstrap"),
+        Need::Tool("ostree"),
+        Need::Tool("gpg"),
+        Need::Network("deb.debian.org:80"),
+    ];
+    let tests = vec![trial(
+        "ostree_commit_matches_the_tar_and_grows_by_what_changed",
+        &needs,
+        commit_and_update,
+    )];
+    libtest_mimic::run(&args, tests).exit();
+}
+
+const REF: &str = "debian/bookworm/amd64/app";
+
+fn build(scratch: &Path) -> Command {
+    let mut c = dib_create();
+    c.env("DIB_RELEASE", "bookworm")
+        .env("DIB_IMAGE_CACHE", common::test_cache())
+        .env("DIB_CREATE_BUILD_ROOT", scratch.join("builds"))
+        .env("TMPDIR", scratch)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .current_dir(scratch);
+    c
+}
+
+fn commit_and_update() -> Result<(), Failed> {
+    let scratch = tempfile::Builder::new()
+        .prefix("dib-create-ostree-")
+        .tempdir_in("/var/tmp")?;
+    let s = scratch.path();
+
+    // 1. tar and ostree from one build; absolute -o, the default repository.
+    let out = s.join("app");
+    let t = Instant::now();
+    let mut c = build(s);
+    c.args(["-t", "tar,ostree", "-o"])
+        .arg(&out)
+        .arg("debian-minimal");
+    run_ok(c)?;
+    println!("tar,ostree build: {:.0} s", t.elapsed().as_secs_f64());
+    let repo = s.join("app.ostree");
+    let first = ostree(&repo, &["rev-parse", REF])?;
+    let manifest = std::fs::read_to_string(s.join("app.manifest.json"))?;
+    if !manifest.contains(&first) || !manifest.contains(REF) {
+        return Err(
+            format!("the manifest does not name commit {first} on {REF}:\n{manifest}").into(),
+        );
+    }
+    let checkout = s.join("checkout");
+    ostree(&repo, &["checkout", REF, checkout.to_str().unwrap()])?;
+    compare(&out.with_extension("tar"), &checkout)?;
+    let version = ostree(&repo, &["show", "--print-metadata-key=version", REF])?;
+    let elements = ostree(
+        &repo,
+        &["show", "--print-metadata-key=dib-create.elements", REF],
+    )?;
+    if !elements.contains("debian-minimal") || version.len() < 10 {
+        return Err(format!("commit metadata: version {version}, elements {elements}").into());
+    }
+    let objects = count_objects(&repo);
+    println!(
+        "first commit {first}: {objects} objects, repository {} MiB",
+        du_mib(&repo)?
+    );
+
+    // 2. One package more, into the same repository and ref, signed; a
+    //    relative -o and a relative --ostree-repo.
+    let gpg = s.join("gnupg");
+    let key = make_key(&gpg)?;
+    let t = Instant::now();
+    let mut c = build(s);
+    c.args(["-t", "ostree", "-o", "app-next", "-p", "tree"])
+        .args(["--ostree-repo", "app.ostree", "--ostree-ref", REF])
+        .args(["--ostree-gpg-sign", &key, "--ostree-gpg-homedir"])
+        .arg(&gpg)
+        .arg("debian-minimal");
+    let log = run_ok(c);
+    // The agent gpgme started for the signing must be gone with the build.
+    let agent = Command::new("pgrep")
+        .args(["-f", &format!("gpg-agent.*{}", gpg.display())])
+        .output()?;
+    let _ = Command::new("gpgconf")
+        .arg("--homedir")
+        .arg(&gpg)
+        .args(["--kill", "all"])
+        .status();
+    log?;
+    if agent.status.success() {
+        return Err(format!(
+            "the build left a gpg-agent running: {}",
+            String::from_utf8_lossy(&agent.stdout)
+        )
+        .into());
+    }
+    println!("update build: {:.0} s", t.elapsed().as_secs_f64());
+    let second = ostree(&repo, &["rev-parse", REF])?;
+    let parent = ostree(&repo, &["rev-parse", &format!("{REF}^")])?;
+    if parent != first || second == first {
+        return Err(format!("second commit {second} has parent {parent}, not {first}").into());
+    }
+    let added = count_objects(&repo) - objects;
+    println!("second commit {second}: {added} new objects");
+    if added == 0 || added > 400 {
+        return Err(format!("one more package added {added} objects").into());
+    }
+    let listing = ostree(&repo, &["ls", REF, "/usr/bin/tree"])?;
+    if !listing.contains("/usr/bin/tree") {
+        return Err("the second commit lacks /usr/bin/tree".into());
+    }
+    verify_signature(&repo, &gpg, &key, s)?;
+    if std::fs::read_dir(s)?.any(|e| {
+        e.is_ok_and(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains("dib-create-partial")
+        })
+    }) {
+        return Err("a partial output was left".into());
+    }
+    common::assert_clean(s)
+}
+
+/// `ostree --repo=REPO ARGS...`, stdout trimmed.
+fn ostree(repo: &Path, args: &[&str]) -> Result<String, Failed> {
+    let mut c = Command::new("ostree");
+    c.arg(format!("--repo={}", repo.display())).args(args);
+    Ok(run_ok(c)?.trim().to_string())
+}
+
+fn count_objects(repo: &Path) -> u64 {
+    walk(&repo.join("objects"))
+        .iter()
+        .filter(|p| p.is_file())
+        .count() as u64
+}
+
+fn du_mib(p: &Path) -> Result<String, Failed> {
+    let mut c = Command::new("du");
+    c.arg("-sm").arg(p);
+    Ok(run_ok(c)?
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_string())
+}
+
+/// A signing key without passphrase in a new GnuPG home; its fingerprint.
+fn make_key(home: &Path) -> Result<String, Failed> {
+    std::fs::create_dir_all(home)?;
+    std::fs::set_permissions(home, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    let mut c = Command::new("gpg");
+    c.arg("--homedir").arg(home).args([
+        "--batch",
+        "--passphrase",
+        "",
+        "--quick-gen-key",
+        "dib-create test <ostree@example.invalid>",
+        "ed25519",
+        "sign",
+        "never",
+    ]);
+    run_ok(c)?;
+    let mut c = Command::new("gpg");
+    c.arg("--homedir")
+        .arg(home)
+        .args(["--list-secret-keys", "--with-colons"]);
+    let list = run_ok(c)?;
+    // Key generation started an agent; the build must find none running.
+    let mut c = Command::new("gpgconf");
+    c.arg("--homedir").arg(home).args(["--kill", "all"]);
+    run_ok(c)?;
+    list.lines()
+        .find_map(|l| {
+            l.strip_prefix("fpr:")
+                .map(|r| r.trim_matches(':').to_string())
+        })
+        .ok_or_else(|| "no fingerprint in gpg's listing".into())
+}
+
+/// ostree verifies with the public key alone, from a keyring directory.
+fn verify_signature(repo: &Path, home: &Path, key: &str, s: &Path) -> Result<(), Failed> {
+    let keys = s.join("trusted");
+    std::fs::create_dir_all(&keys)?;
+    let mut c = Command::new("gpg");
+    c.arg("--homedir").arg(home).args(["--export", key]);
+    let out = c.output()?;
+    std::fs::write(keys.join("test.gpg"), out.stdout)?;
+    let shown = ostree(
+        repo,
+        &["show", REF, &format!("--gpg-homedir={}", keys.display())],
+    )?;
+    if !shown.contains("Good signature") {
+        return Err(format!("the signature does not verify:\n{shown}").into());
+    }
+    Ok(())
+}
+
+/// One entry of a tree: type, mode, owner, and content or link target.
+#[derive(Debug, PartialEq, Eq)]
+struct Node {
+    kind: char,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    data: String,
+}
+
+/// The tar's entries, by path without `./`.
+fn tar_nodes(tar: &Path) -> Result<BTreeMap<String, Node>, Failed> {
+    let mut nodes = BTreeMap::new();
+    let mut a = tar::Archive::new(std::fs::File::open(tar)?);
+    for e in a.entries()? {
+        let mut e = e?;
+        let path = e
+            .path()?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        if path.is_empty() || path == "." {
+            continue;
+        }
+        let h = e.header();
+        let (mode, uid, gid) = (h.mode()? & 0o7777, h.uid()?, h.gid()?);
+        let t = h.entry_type();
+        let node = if t.is_dir() {
+            Node {
+                kind: 'd',
+                mode,
+                uid,
+                gid,
+                data: String::new(),
+            }
+        } else if t.is_symlink() {
+            let target = e
+                .link_name()?
+                .map(|l| l.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Node {
+                kind: 'l',
+                mode: 0o777,
+                uid,
+                gid,
+                data: target,
+            }
+        } else if t.is_hard_link() {
+            let target = e
+                .link_name()?
+                .map(|l| l.to_string_lossy().trim_start_matches("./").to_string())
+                .unwrap_or_default();
+            let data = nodes
+                .get(&target)
+                .map_or(String::new(), |n: &Node| n.data.clone());
+            Node {
+                kind: 'f',
+                mode,
+                uid,
+                gid,
+                data,
+            }
+        } else {
+            let mut buf = Vec::new();
+            e.read_to_end(&mut buf)?;
+            Node {
+                kind: 'f',
+                mode,
+                uid,
+                gid,
+                data: hex(&buf),
+            }
+        };
+        nodes.insert(path, node);
+    }
+    Ok(nodes)
+}
+
+fn hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Every path below `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        out.push(p.clone());
+        if is_dir {
+            out.extend(walk(&p));
+        }
+    }
+    out
+}
+
+fn checkout_nodes(root: &Path) -> Result<BTreeMap<String, Node>, Failed> {
+    let mut nodes = BTreeMap::new();
+    for p in walk(root) {
+        let m = p.symlink_metadata()?;
+        let rel = p.strip_prefix(root)?.to_string_lossy().into_owned();
+        let (uid, gid) = (u64::from(m.uid()), u64::from(m.gid()));
+        let node = if m.file_type().is_symlink() {
+            let t = std::fs::read_link(&p)?.to_string_lossy().into_owned();
+            Node {
+                kind: 'l',
+                mode: 0o777,
+                uid,
+                gid,
+                data: t,
+            }
+        } else if m.is_dir() {
+            Node {
+                kind: 'd',
+                mode: m.mode() & 0o7777,
+                uid,
+                gid,
+                data: String::new(),
+            }
+        } else {
+            Node {
+                kind: 'f',
+                mode: m.mode() & 0o7777,
+                uid,
+                gid,
+                data: hex(&std::fs::read(&p)?),
+            }
+        };
+        nodes.insert(rel, node);
+    }
+    Ok(nodes)
+}
+
+/// Where the documented layout puts a tar path; None: left out.
+fn moved(path: &str) -> Option<String> {
+    const INTO_VAR: &[(&str, &str)] = &[
+        ("etc", "usr/etc"),
+        ("var", "usr/share/factory/var"),
+        ("home", "usr/share/factory/var/home"),
+        ("root", "usr/share/factory/var/roothome"),
+        ("opt", "usr/share/factory/var/opt"),
+        ("srv", "usr/share/factory/var/srv"),
+        ("mnt", "usr/share/factory/var/mnt"),
+        ("usr/local", "usr/share/factory/var/usrlocal"),
+    ];
+    for (from, to) in INTO_VAR {
+        if path == *from {
+            return Some(to.to_string());
+        }
+        if let Some(rest) = path.strip_prefix(&format!("{from}/")) {
+            return Some(format!("{to}/{rest}"));
+        }
+    }
+    if let Some(name) = path.strip_prefix("boot/") {
+        for (prefix, to) in [
+            ("vmlinuz-", "vmlinuz"),
+            ("initrd.img-", "initramfs.img"),
+            ("config-", "config"),
+            ("System.map-", "System.map"),
+        ] {
+            if let Some(kver) = name.strip_prefix(prefix) {
+                return Some(format!("usr/lib/modules/{kver}/{to}"));
+            }
+        }
+        return None;
+    }
+    let dropped = ["vmlinuz", "vmlinuz.old", "initrd.img", "initrd.img.old"];
+    if dropped.contains(&path) || path.starts_with("tmp/") || path.starts_with("media/") {
+        return None;
+    }
+    Some(path.to_string())
+}
+
+/// What the layout adds that the tar has not (or has as another type).
+fn added(path: &str) -> bool {
+    const LINKS: &[&str] = &[
+        "home",
+        "root",
+        "opt",
+        "srv",
+        "mnt",
+        "media",
+        "tmp",
+        "usr/local",
+        "ostree",
+    ];
+    LINKS.contains(&path)
+        || [
+            "var",
+            "sysroot",
+            "usr/share/factory",
+            "usr/lib/tmpfiles.d",
+            "usr/lib/tmpfiles.d/00-dib-create-var.conf",
+        ]
+        .contains(&path)
+}
+
+fn compare(tar: &Path, checkout: &Path) -> Result<(), Failed> {
+    let want: BTreeMap<String, Node> = tar_nodes(tar)?
+        .into_iter()
+        .filter_map(|(p, n)| moved(&p).map(|m| (m, n)))
+        .collect();
+    let got = checkout_nodes(checkout)?;
+    let mut problems = Vec::new();
+    for (path, w) in &want {
+        match got.get(path) {
+            Some(g) if g == w => {}
+            Some(g) if added(path) => {
+                let _ = g;
+            }
+            Some(g) => problems.push(format!("{path}: tar {w:?}, checkout {g:?}")),
+            None => problems.push(format!("{path}: missing from the checkout")),
+        }
+    }
+    for path in got.keys() {
+        if !want.contains_key(path) && !added(path) {
+            problems.push(format!("{path}: in the checkout, not in the tar's layout"));
+        }
+    }
+    // The tmpfiles entries recreate /var: spot-check the dpkg database.
+    let conf = std::fs::read_to_string(checkout.join("usr/lib/tmpfiles.d/00-dib-create-var.conf"))?;
+    if !conf.contains("C /var/lib/dpkg - - - - /usr/share/factory/var/lib/dpkg") {
+        problems.push(format!(
+            "the tmpfiles.d entries do not restore /var/lib/dpkg:\n{conf}"
+        ));
+    }
+    println!("checkout against tar: {} paths compared", want.len());
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let n = problems.len();
+    problems.truncate(30);
+    Err(format!("{n} differences:\n{}", problems.join("\n")).into())
+}
