@@ -1,10 +1,18 @@
-//! The ostree output for real: one debian-minimal build writes `tar` and
-//! `ostree`, and the commit's checkout must be the tar's tree with exactly
-//! the documented layout moves (every file's type, mode, owner and content
-//! compared). A second build adds one package, commits into the same
-//! repository on the same ref, signed: it must add few objects, name the
-//! first commit as its parent, and carry a signature that verifies.
-//! (Two builds from one lockfile giving one commit: tests/lockfile.rs.)
+//! The ostree output and the ostree-deploy element for real, in one chain:
+//! 1. `debian-minimal vm devuser ostree-deploy` writes tar, qcow2 and the
+//!    ostree repository. The commit's checkout must be the tar's tree with
+//!    exactly the documented layout moves (every file's type, mode, owner
+//!    and content compared).
+//! 2. The same elements with one package more, `-t ostree` only, into the
+//!    same repository and ref, signed: few new objects, the first commit as
+//!    parent, a signature that verifies, a static delta from the parent and
+//!    the summary.
+//! 3. The qcow2 boots (the deployment, `/usr` read-only, `/var` filled from
+//!    the factory copy), and `ostree admin upgrade` in the guest fetches
+//!    the second commit from the repository served on the host's loopback;
+//!    the boot menu then lists both deployments.
+//!
+//! Two builds from one lockfile giving one commit: tests/lockfile.rs.
 
 mod common;
 
@@ -15,54 +23,70 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 use std::time::Instant;
 
 fn main() {
     let args = Arguments::from_args();
     let needs = [
         Need::Root,
+        Need::LoopDevices,
         Need::Tool("mmdebstrap"),
         Need::Tool("ostree"),
         Need::Tool("gpg"),
+        Need::Tool("python3"),
+        Need::Tool("qemu-system-x86_64"),
         Need::Network("deb.debian.org:80"),
     ];
     let tests = vec![trial(
-        "ostree_commit_matches_the_tar_and_grows_by_what_changed",
+        "ostree_commit_deploy_boot_and_upgrade",
         &needs,
-        commit_and_update,
+        commit_deploy_boot_and_upgrade,
     )];
     libtest_mimic::run(&args, tests).exit();
 }
 
 const REF: &str = "debian/bookworm/amd64/app";
+const ELEMENTS: &[&str] = &["debian-minimal", "vm", "devuser", "ostree-deploy"];
+const USER: &str = "devuser";
+const PASSWORD: &str = "dib-create-test";
 
-fn build(scratch: &Path) -> Command {
+fn build(scratch: &Path, port: u16) -> Command {
     let mut c = dib_create();
     c.env("DIB_RELEASE", "bookworm")
         .env("DIB_IMAGE_CACHE", common::test_cache())
         .env("DIB_CREATE_BUILD_ROOT", scratch.join("builds"))
         .env("TMPDIR", scratch)
+        .env("DIB_DEV_USER_PASSWORD", PASSWORD)
+        .env("DIB_DEV_USER_PWDLESS_SUDO", "1")
+        .env(
+            "DIB_OSTREE_REMOTE_URL",
+            format!("http://{}:{port}/", dib::boot::HOST_FROM_GUEST),
+        )
         .env_remove("SOURCE_DATE_EPOCH")
         .current_dir(scratch);
     c
 }
 
-fn commit_and_update() -> Result<(), Failed> {
+fn commit_deploy_boot_and_upgrade() -> Result<(), Failed> {
     let scratch = tempfile::Builder::new()
         .prefix("dib-create-ostree-")
         .tempdir_in("/var/tmp")?;
     let s = scratch.path();
+    let port = free_port()?;
 
-    // 1. tar and ostree from one build; absolute -o, the default repository.
+    // 1. tar, qcow2 and ostree from one build; absolute -o, the default repository.
     let out = s.join("app");
     let t = Instant::now();
-    let mut c = build(s);
-    c.args(["-t", "tar,ostree", "-o"])
+    let mut c = build(s, port);
+    c.args(["-t", "tar,qcow2,ostree", "-o"])
         .arg(&out)
-        .arg("debian-minimal");
+        .args(ELEMENTS);
     run_ok(c)?;
-    println!("tar,ostree build: {:.0} s", t.elapsed().as_secs_f64());
+    println!(
+        "tar,qcow2,ostree build with ostree-deploy: {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
     let repo = s.join("app.ostree");
     let first = ostree(&repo, &["rev-parse", REF])?;
     let manifest = std::fs::read_to_string(s.join("app.manifest.json"))?;
@@ -74,18 +98,20 @@ fn commit_and_update() -> Result<(), Failed> {
     let checkout = s.join("checkout");
     ostree(&repo, &["checkout", REF, checkout.to_str().unwrap()])?;
     compare(&out.with_extension("tar"), &checkout)?;
+    std::fs::remove_dir_all(&checkout)?;
     let version = ostree(&repo, &["show", "--print-metadata-key=version", REF])?;
     let elements = ostree(
         &repo,
         &["show", "--print-metadata-key=dib-create.elements", REF],
     )?;
-    if !elements.contains("debian-minimal") || version.len() < 10 {
+    if !elements.contains("ostree-deploy") || version.len() < 10 {
         return Err(format!("commit metadata: version {version}, elements {elements}").into());
     }
     let objects = count_objects(&repo);
     println!(
-        "first commit {first}: {objects} objects, repository {} MiB",
-        du_mib(&repo)?
+        "first commit {first}: {objects} objects, repository {} MiB, qcow2 {} MiB",
+        du_mib(&repo)?,
+        du_mib(&out.with_extension("qcow2"))?
     );
 
     // 2. One package more, into the same repository and ref, signed; a
@@ -93,12 +119,12 @@ fn commit_and_update() -> Result<(), Failed> {
     let gpg = s.join("gnupg");
     let key = make_key(&gpg)?;
     let t = Instant::now();
-    let mut c = build(s);
+    let mut c = build(s, port);
     c.args(["-t", "ostree", "-o", "app-next", "-p", "tree"])
         .args(["--ostree-repo", "app.ostree", "--ostree-ref", REF])
         .args(["--ostree-gpg-sign", &key, "--ostree-gpg-homedir"])
         .arg(&gpg)
-        .arg("debian-minimal");
+        .args(ELEMENTS);
     let log = run_ok(c);
     // The agent gpgme started for the signing must be gone with the build.
     let agent = Command::new("pgrep")
@@ -133,6 +159,54 @@ fn commit_and_update() -> Result<(), Failed> {
         return Err("the second commit lacks /usr/bin/tree".into());
     }
     verify_signature(&repo, &gpg, &key, s)?;
+    let deltas = ostree(&repo, &["static-delta", "list"])?;
+    if !deltas.contains(&format!("{first}-{second}")) || !repo.join("summary").is_file() {
+        return Err(format!("no static delta {first}-{second} or no summary: {deltas}").into());
+    }
+
+    // 3. Boot the first image; upgrade it from the repository on loopback.
+    let _server = Server::start(&repo, port)?;
+    let v = boot_and_upgrade(&out.with_extension("qcow2"), s)?;
+    let status_before = output_of(&v, 0)?;
+    let status_after = output_of(&v, 5)?;
+    let checks = [
+        (
+            status_before.contains(&first),
+            "the booted deployment is the first commit",
+        ),
+        (
+            status_before.contains(&format!("origin:{REF}")),
+            "the deployment follows origin:REF",
+        ),
+        (
+            output_of(&v, 1)?.split(',').next() == Some("ro"),
+            "/usr is read-only",
+        ),
+        (
+            output_of(&v, 2)?.contains("var-restored"),
+            "/var/lib/dpkg came back from the factory copy",
+        ),
+        (
+            status_after.contains(&second) && status_after.contains("pending"),
+            "the upgrade is the second commit, pending",
+        ),
+        (
+            output_of(&v, 6)?.trim() == "2",
+            "the boot menu lists both deployments",
+        ),
+    ];
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|(ok, _)| !ok)
+        .map(|(_, what)| *what)
+        .collect();
+    if !failed.is_empty() {
+        return Err(format!("in the booted image, not true: {failed:?}\n{v:#}").into());
+    }
+    println!(
+        "booted the deployment (login after {} s) and upgraded it to {second}",
+        v["login_seconds"]
+    );
     if std::fs::read_dir(s)?.any(|e| {
         e.is_ok_and(|e| {
             e.file_name()
@@ -143,6 +217,89 @@ fn commit_and_update() -> Result<(), Failed> {
         return Err("a partial output was left".into());
     }
     common::assert_clean(s)
+}
+
+/// A port on the loopback that nothing listens on now.
+fn free_port() -> Result<u16, Failed> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Python's static file server over a directory, on the loopback, stopped
+/// when dropped.
+struct Server(Child);
+
+impl Server {
+    fn start(dir: &Path, port: u16) -> Result<Server, Failed> {
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let server = Server(child);
+        for _ in 0..50 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(server);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Err("the repository's HTTP server did not start".into())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The guest's address on qemu's user-mode network, set by systemd-networkd.
+const NETWORK: &str = "sudo sh -c 'printf \"[Match]\\nName=en* eth*\\n[Network]\\nAddress=10.0.2.15/24\\n\" > /etc/systemd/network/50-test.network && systemctl start systemd-networkd && for i in $(seq 30); do networkctl status 2>/dev/null | grep -q 10.0.2.15 && exit 0; sleep 1; done; exit 1'";
+
+fn boot_and_upgrade(image: &Path, s: &Path) -> Result<serde_json::Value, Failed> {
+    let json = s.join("boot.json");
+    let cmds = [
+        "sudo ostree admin status",
+        "findmnt -no OPTIONS /usr",
+        "test -s /var/lib/dpkg/status && echo var-restored",
+        NETWORK,
+        "sudo ostree admin upgrade",
+        "sudo ostree admin status",
+        "grep -c '(ostree:' /boot/syslinux/syslinux.cfg",
+    ];
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dib-boot-test"));
+    c.arg(image)
+        .args(["--net", "--timeout", "600"])
+        .args(["--login", &format!("{USER}:{PASSWORD}")])
+        .arg("--json")
+        .arg(&json)
+        .arg("--log")
+        .arg(s.join("boot.log"));
+    for cmd in cmds {
+        c.args(["--run", cmd]);
+    }
+    let out = c.output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("boot-test failed ({}):\n{stdout}", out.status).into());
+    }
+    Ok(serde_json::from_str(&std::fs::read_to_string(&json)?)?)
+}
+
+/// The output of the `n`th command run in the guest.
+fn output_of(v: &serde_json::Value, n: usize) -> Result<&str, Failed> {
+    v["commands"][n]["output"]
+        .as_str()
+        .ok_or_else(|| format!("no output of command {n} in the boot-test result").into())
 }
 
 /// `ostree --repo=REPO ARGS...`, stdout trimmed.

@@ -125,6 +125,11 @@ struct Args {
     /// message before the boot is done again under TCG.
     #[arg(long, value_name = "S", env = "DIB_BOOT_TEST_KVM_WATCHDOG", default_value_t = boot::KVM_WATCHDOG.as_secs_f64())]
     kvm_watchdog: f64,
+    /// Give the guest a network card on qemu's user-mode network: it reaches
+    /// the host's loopback at 10.0.2.2 (the guest configures it itself, e.g.
+    /// with the address 10.0.2.15/24).
+    #[arg(long)]
+    net: bool,
     /// Also print the qemu-img and qemu command lines.
     #[arg(long, short)]
     verbose: bool,
@@ -181,6 +186,7 @@ fn options(a: Args) -> Result<(BootOptions, Option<PathBuf>), String> {
         o.smp = n;
     }
     o.log = a.log;
+    o.net = a.net;
     o.kvm_device = a.kvm_device;
     o.cache_dir = (!a.cache_dir.as_os_str().is_empty()).then_some(a.cache_dir);
     Ok((o, a.json))

@@ -242,7 +242,16 @@ pub struct BootOptions {
     pub cache_dir: Option<PathBuf>,
     /// See [`KVM_WATCHDOG`].
     pub kvm_watchdog: Duration,
+    /// A network card on qemu's user-mode network, where the guest reaches
+    /// the host's loopback at [`HOST_FROM_GUEST`] (to fetch from a server a
+    /// test started). Off: no network at all.
+    pub net: bool,
 }
+
+/// The host's loopback as the guest sees it on qemu's user-mode network.
+pub const HOST_FROM_GUEST: &str = "10.0.2.2";
+/// The guest's address there (what qemu's DHCP server would give it).
+pub const GUEST_ADDRESS: &str = "10.0.2.15/24";
 
 impl BootOptions {
     /// The defaults of `dib-boot-test IMAGE`.
@@ -264,6 +273,7 @@ impl BootOptions {
             kvm_device: PathBuf::from("/dev/kvm"),
             cache_dir: Some(PathBuf::from(DEFAULT_CACHE_DIR)),
             kvm_watchdog: KVM_WATCHDOG,
+            net: false,
         }
     }
 }
@@ -1088,6 +1098,9 @@ fn qemu_args(
                 &opts.smp.to_string(),
             ]);
             push(accel::HEADLESS);
+            if opts.net {
+                push(&["-nic", "user,model=virtio-net-pci"]);
+            }
             push(&["-serial", "stdio", "-monitor", "none", "-no-reboot"]);
             push(&[
                 "-drive",
@@ -1162,6 +1175,34 @@ mod tests {
             "-accel tcg -m 1024 -smp 2 -nodefaults -no-user-config -display none -nic none \
              -serial stdio -monitor none -no-reboot \
              -drive file=/w/disk.qcow2,format=qcow2,if=virtio,cache=unsafe -cpu max -M q35"
+        );
+    }
+
+    #[test]
+    fn net_adds_one_user_mode_card() {
+        let mut o = BootOptions::new("/i.qcow2");
+        let disk = Disk::Overlay("/w/disk.qcow2".into());
+        let tcg = Accel::Tcg { single: false };
+        let off = line(&qemu_args(
+            &plan(Arch::X86_64, false),
+            &o,
+            &disk,
+            &tcg,
+            None,
+        ));
+        assert!(!off.contains("-nic user"), "{off}");
+        o.net = true;
+        let on = line(&qemu_args(
+            &plan(Arch::X86_64, false),
+            &o,
+            &disk,
+            &tcg,
+            None,
+        ));
+        assert_eq!(
+            on.matches("-nic user,model=virtio-net-pci").count(),
+            1,
+            "{on}"
         );
     }
 

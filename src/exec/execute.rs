@@ -6,7 +6,7 @@
 //! teardown error.
 
 use anyhow::Context;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::builddir::{self, BuildDir};
@@ -22,6 +22,8 @@ use crate::report::collect::{self as report, Facts};
 
 /// Where the output locks live, below the build root.
 const OUTPUT_LOCKS: &str = ".output-locks";
+/// The deployed ostree sysroot (ostree-deploy), below the build directory.
+const SYSROOT: &str = "ostree-sysroot";
 use crate::phase::{Phase, Stage};
 use crate::plan::{DiskPlan, FinaliseOn, OutputKind, Plan, Source};
 use crate::rootfs::{binfmt, chroot};
@@ -314,6 +316,7 @@ impl Build<'_, '_> {
         let mut done = commit_outputs(pending, self.plan.settings.checksum)?;
         if let (Some(o), Some(c)) = (&self.plan.output_options.ostree, &self.ostree) {
             output::ostree::set_ref(self.journal.host(), &o.repo, &o.branch, &c.commit)?;
+            output::ostree::publish(self.journal.host(), o, &o.repo, c)?;
             if !done.contains(&o.repo) {
                 done.push(o.repo.clone());
             }
@@ -342,6 +345,28 @@ impl Build<'_, '_> {
         Ok(())
     }
 
+    /// With ostree-deploy: the sysroot the commit is deployed into, which
+    /// the disk is filled from instead of the tree.
+    fn deployed(&mut self, tree: &Path, pending: &[Pending]) -> anyhow::Result<Option<PathBuf>> {
+        let (Some(o), Some(c)) = (&self.plan.output_options.ostree, &self.ostree) else {
+            return Ok(None);
+        };
+        if o.deploy.is_none() {
+            return Ok(None);
+        }
+        // The repository is still under its temporary name when it is new.
+        let repo = pending
+            .iter()
+            .find(|p| p.final_path == o.repo)
+            .map_or(o.repo.clone(), |p| p.tmp.clone());
+        let sysroot = self.dirs.build.join(SYSROOT);
+        let host = self.journal.host();
+        log::task("ostree", "deploying the ostree commit", || {
+            output::ostree::deploy(host, o, tree, &repo, &c.commit, &sysroot)
+        })?;
+        Ok(Some(sysroot))
+    }
+
     /// The manifest's entry of the ostree output: its commit stands for its
     /// content.
     fn ostree_file(&self) -> anyhow::Result<Option<manifest::OutputFile>> {
@@ -363,10 +388,11 @@ impl Build<'_, '_> {
         let tree = self.dirs.target.clone();
         self.finalise_phases(&tree)?;
         let pending = self.tree_outputs(&tree)?;
+        let content = self.deployed(&tree, &pending)?.unwrap_or(tree);
         disk::fill(
             &d.graph,
             disk,
-            &tree,
+            &content,
             &self.dirs.build,
             self.journal,
             self.repro(),

@@ -359,6 +359,8 @@ fn entries(root: &Path, depth: usize) -> anyhow::Result<Vec<(String, Kind)>> {
 #[derive(Clone, Debug)]
 pub struct Committed {
     pub commit: String,
+    /// Its parent ("none" for the first of a history).
+    pub parent: String,
     /// Objects the repository gained.
     pub new_objects: u64,
     pub total_objects: u64,
@@ -419,13 +421,7 @@ pub fn commit(
             cmd = cmd.arg(format!("--gpg-homedir={}", h.display()));
         }
     }
-    let agent_was_running = plan.gpg.as_ref().map(|g| agent_running(host, g));
-    let commit = read(host, cmd);
-    // gpgme starts an agent for the key's home; one we started goes again.
-    if let (Some(false), Some(g)) = (agent_was_running, &plan.gpg) {
-        let _ = host.run(gpgconf(g).args(["--kill", "gpg-agent"]));
-    }
-    let commit = commit?;
+    let commit = run_signed(host, plan.gpg.as_ref(), cmd)?;
     host.run(
         Cmd::new("removing the temporary ostree commit", "ostree")
             .args([repo_arg.as_str(), "prune"])
@@ -436,6 +432,7 @@ pub fn commit(
     let total = count_objects(repo);
     let done = Committed {
         commit,
+        parent: parent.clone(),
         new_objects: total.saturating_sub(before),
         total_objects: total,
     };
@@ -497,6 +494,242 @@ pub fn set_ref(host: &mut dyn Host, repo: &Path, branch: &str, commit: &str) -> 
             .arg(commit),
     )?;
     Ok(())
+}
+
+/// Makes the new commit easy to serve: a static delta from its parent (a
+/// client one commit behind fetches one file instead of every object) and
+/// the repository's summary, signed like the commit.
+pub fn publish(
+    host: &mut dyn Host,
+    plan: &OstreePlan,
+    repo: &Path,
+    done: &Committed,
+) -> anyhow::Result<()> {
+    let repo_arg = format!("--repo={}", repo.display());
+    if done.parent != "none" {
+        host.run(
+            Cmd::new("making the ostree static delta from the parent", "ostree")
+                .args([
+                    repo_arg.as_str(),
+                    "static-delta",
+                    "generate",
+                    "--if-not-exists",
+                ])
+                .arg(format!("--from={}", done.parent))
+                .arg(format!("--to={}", done.commit)),
+        )?;
+    }
+    let mut summary = Cmd::new("updating the ostree summary", "ostree").args([
+        repo_arg.as_str(),
+        "summary",
+        "--update",
+    ]);
+    if let Some(g) = &plan.gpg {
+        summary = summary.arg(format!("--gpg-sign={}", g.key_id));
+        if let Some(h) = &g.homedir {
+            summary = summary.arg(format!("--gpg-homedir={}", h.display()));
+        }
+    }
+    run_signed(host, plan.gpg.as_ref(), summary)?;
+    Ok(())
+}
+
+/// Runs `cmd`, which signs with `gpg`'s key when given, and returns its
+/// output. gpgme starts a gpg-agent for the key's home; one that was not
+/// running before is stopped again, so the build leaves no process behind.
+fn run_signed(
+    host: &mut dyn Host,
+    gpg: Option<&crate::plan::GpgSign>,
+    cmd: Cmd,
+) -> anyhow::Result<String> {
+    let was_running = gpg.map(|g| agent_running(host, g));
+    let out = read(host, cmd);
+    if let (Some(false), Some(g)) = (was_running, gpg) {
+        let _ = host.run(gpgconf(g).args(["--kill", "gpg-agent"]));
+    }
+    out
+}
+
+/// Where ostree's syslinux backend keeps the menu of deployments, which
+/// GRUB reads (GRUB 2.06 has no reader of ostree's own boot entries, but it
+/// parses syslinux menus: module syslinuxcfg). ostree rewrites it at every
+/// deployment change, so an upgraded machine boots its new deployment.
+pub const SYSLINUX_CFG: &str = "boot/syslinux/syslinux.cfg";
+
+/// Deploys `commit` of `repo` into a new sysroot at `sysroot`, from which
+/// the disk is then filled: the stateroot, the repository (bare) holding the
+/// commit, the deployment with the kernel command line the bootloader
+/// element wrote for `tree`, the tree's GRUB files and ESP, and a grub.cfg
+/// that takes its menu from the deployments.
+pub fn deploy(
+    host: &mut dyn Host,
+    plan: &OstreePlan,
+    tree: &Path,
+    repo: &Path,
+    commit: &str,
+    sysroot: &Path,
+) -> anyhow::Result<()> {
+    let Some(d) = &plan.deploy else {
+        anyhow::bail!("no deployment was planned");
+    };
+    let grub_cfg = tree.join("boot/grub/grub.cfg");
+    let cfg = fs::read_to_string(&grub_cfg).with_context(|| {
+        format!(
+            "reading {}: ostree-deploy takes the kernel command line from the bootloader element's grub.cfg (add the vm or bootloader element)",
+            grub_cfg.display()
+        )
+    })?;
+    let kargs =
+        kernel_args(&cfg).with_context(|| format!("{} has no linux line", grub_cfg.display()))?;
+    fs::create_dir_all(sysroot)?;
+    let sys = format!("--sysroot={}", sysroot.display());
+    let sysrepo = format!("--repo={}", sysroot.join("ostree/repo").display());
+    let ostree = |what: &str| Cmd::new(what.to_string(), "ostree");
+    host.run(
+        ostree("creating the ostree sysroot")
+            .args(["admin", "init-fs"])
+            .arg(sysroot),
+    )?;
+    host.run(ostree("creating the stateroot").args(["admin", "os-init", &d.os, &sys]))?;
+    host.run(ostree("configuring the sysroot's repository").args([
+        sysrepo.as_str(),
+        "config",
+        "set",
+        "sysroot.bootloader",
+        "syslinux",
+    ]))?;
+    prepare_syslinux_menu(sysroot, menu_timeout(&cfg))?;
+    host.run(
+        ostree("copying the commit into the sysroot")
+            .args([sysrepo.as_str(), "pull-local"])
+            .arg(repo)
+            .arg(commit),
+    )?;
+    if let Some(url) = &d.remote_url {
+        let mut add = ostree("adding the update remote").args([sysrepo.as_str(), "remote", "add"]);
+        add = match &plan.gpg {
+            // The machine checks updates against the key the image was signed with.
+            Some(g) => add.arg(format!(
+                "--gpg-import={}",
+                export_key(host, g, sysroot)?.display()
+            )),
+            None => add.arg("--no-gpg-verify"),
+        };
+        host.run(add.args([crate::plan::REMOTE, url.as_str()]))?;
+    }
+    host.run(
+        ostree("setting the deployment's ref")
+            .args([sysrepo.as_str(), "refs"])
+            .arg(format!("--create={}", d.refspec))
+            .arg(commit),
+    )?;
+    let mut dep = ostree("deploying the commit").args(["admin", "deploy", &sys, "--os", &d.os]);
+    for k in &kargs {
+        dep = dep.arg(format!("--karg={k}"));
+    }
+    host.run(dep.arg(&d.refspec))?;
+    writable_deployments(host, sysroot, &d.os)?;
+    for dir in ["boot/grub", "boot/efi"] {
+        if tree.join(dir).is_dir() {
+            host.run(
+                Cmd::new(format!("copying /{dir} into the sysroot"), "cp")
+                    .arg("-a")
+                    .arg(tree.join(dir))
+                    .arg(sysroot.join("boot")),
+            )?;
+        }
+    }
+    let menu = sysroot.join("boot/grub/grub.cfg");
+    fs::write(&menu, deployed_grub_cfg(&cfg))
+        .with_context(|| format!("writing {}", menu.display()))?;
+    Ok(())
+}
+
+/// ostree's syslinux backend rewrites `loader/syslinux.cfg` only where the
+/// menu exists already (reached through `boot/syslinux`), and keeps its
+/// lines other than the entries. Its TIMEOUT (tenths of a second) is what
+/// makes GRUB show a menu: without one GRUB's reader only loads the default
+/// entry and leaves GRUB at its prompt.
+fn prepare_syslinux_menu(sysroot: &Path, timeout_secs: u64) -> anyhow::Result<()> {
+    let boot = sysroot.join("boot");
+    fs::create_dir_all(boot.join("loader.0"))?;
+    fs::write(
+        boot.join("loader.0/syslinux.cfg"),
+        format!("TIMEOUT {}\nPROMPT 1\n", timeout_secs.max(1) * 10),
+    )?;
+    std::os::unix::fs::symlink("loader.0", boot.join("loader"))?;
+    let menu = sysroot.join(SYSLINUX_CFG);
+    fs::create_dir_all(menu.parent().unwrap_or(&boot))?;
+    std::os::unix::fs::symlink("../loader/syslinux.cfg", &menu)?;
+    Ok(())
+}
+
+/// The menu's timeout in a grub.cfg (`set timeout=N`), else GRUB's 5 s.
+fn menu_timeout(cfg: &str) -> u64 {
+    cfg.lines()
+        .find_map(|l| l.trim().strip_prefix("set timeout=")?.parse().ok())
+        .unwrap_or(5)
+}
+
+/// The bootloader element's grub.cfg with its menu entries replaced by the
+/// deployments' menu: what comes before the first entry (terminal, modules,
+/// the search for the root filesystem, the timeout) is kept.
+fn deployed_grub_cfg(cfg: &str) -> String {
+    let mut out: String = cfg
+        .lines()
+        .take_while(|l| !l.starts_with("menuentry "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    out.push_str("# The ostree deployments, newest first (ostree keeps this menu).\n");
+    out.push_str("insmod syslinuxcfg\n");
+    out.push_str(&format!("syslinux_source /{SYSLINUX_CFG}\n"));
+    out
+}
+
+/// ostree marks each deployment's root immutable (chattr +i) against stray
+/// writes; in the build directory that would stop its removal, and mke2fs
+/// does not carry the flag into the image anyway.
+fn writable_deployments(host: &mut dyn Host, sysroot: &Path, os: &str) -> anyhow::Result<()> {
+    let dir = sysroot.join("ostree/deploy").join(os).join("deploy");
+    for e in fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+        let p = e?.path();
+        if p.is_dir() {
+            host.run(
+                Cmd::new("clearing the deployment's immutable flag", "chattr")
+                    .arg("-i")
+                    .arg(&p),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The signing key's public part, exported beside the sysroot.
+fn export_key(
+    host: &mut dyn Host,
+    g: &crate::plan::GpgSign,
+    sysroot: &Path,
+) -> anyhow::Result<std::path::PathBuf> {
+    let mut c = Cmd::new("exporting the signing key's public part", "gpg");
+    if let Some(h) = &g.homedir {
+        c = c.arg("--homedir").arg(h);
+    }
+    let out = host.run(c.args(["--export", &g.key_id]).capture())?;
+    if out.stdout.is_empty() {
+        anyhow::bail!("gpg exported nothing for the key {}", g.key_id);
+    }
+    let file = sysroot.with_extension("gpg");
+    fs::write(&file, &out.stdout)?;
+    Ok(file)
+}
+
+/// The kernel command line of the first `linux` line of a grub.cfg: what
+/// follows the kernel's path.
+fn kernel_args(cfg: &str) -> Option<Vec<String>> {
+    cfg.lines().find_map(|l| {
+        let mut words = l.split_whitespace();
+        (words.next() == Some("linux")).then(|| words.skip(1).map(String::from).collect())
+    })
 }
 
 fn read(host: &mut dyn Host, cmd: Cmd) -> anyhow::Result<String> {
@@ -605,6 +838,37 @@ mod tests {
         // The FIFO's directory moves with /etc; the socket's is staged.
         assert!(!l.skip.iter().any(|x| x == "/etc/fifo"));
         assert!(copied("usr/lib/x", "usr/lib/x"));
+    }
+
+    #[test]
+    fn the_kernel_command_line_comes_from_the_first_linux_line() {
+        let cfg = "set default=0\nmenuentry 'Debian' {\n    insmod gzio\n    linux /boot/vmlinuz-6.1 root=LABEL=r ro console=ttyS0,115200\n}\n";
+        assert_eq!(
+            kernel_args(cfg).unwrap(),
+            ["root=LABEL=r", "ro", "console=ttyS0,115200"]
+        );
+        assert_eq!(kernel_args("set default=0\n"), None);
+    }
+
+    #[test]
+    fn the_deployed_menu_keeps_the_header_and_reads_ostree_s_menu() {
+        let cfg = "set timeout=5\nserial --unit=0\nsearch --label --set=root r\nmenuentry 'Debian' {\n    linux /boot/vmlinuz root=x\n}\n";
+        assert_eq!(
+            deployed_grub_cfg(cfg),
+            "set timeout=5\nserial --unit=0\nsearch --label --set=root r\n\
+             # The ostree deployments, newest first (ostree keeps this menu).\n\
+             insmod syslinuxcfg\nsyslinux_source /boot/syslinux/syslinux.cfg\n"
+        );
+    }
+
+    #[test]
+    fn the_menu_keeps_grub_s_timeout_and_never_waits_for_ever() {
+        assert_eq!(menu_timeout("set default=0\nset timeout=3\n"), 3);
+        assert_eq!(menu_timeout("set default=0\n"), 5);
+        let d = tempfile::tempdir().unwrap();
+        prepare_syslinux_menu(d.path(), 0).unwrap();
+        let menu = fs::read_to_string(d.path().join(SYSLINUX_CFG)).unwrap();
+        assert_eq!(menu, "TIMEOUT 10\nPROMPT 1\n");
     }
 
     #[test]

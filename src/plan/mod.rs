@@ -24,7 +24,7 @@ pub mod validate;
 pub use boot::BootPlan;
 pub use disk::{DiskError, DiskPlan};
 pub use env::{PROXY_ENV, element_info_script, hook_env, search_dirs};
-pub use ostree::{GpgSign, OstreeArgs, OstreePlan, Parent, is_repository};
+pub use ostree::{DeployPlan, GpgSign, OstreeArgs, OstreePlan, Parent, REMOTE, is_repository};
 pub use outputs::{KINDS, OutputError, OutputKind, Source, kind_at, outputs, wants_disk};
 pub use render::render_text;
 pub use settings::{EpochFrom, FinaliseOn, PhaseCacheSettings, Settings};
@@ -155,6 +155,9 @@ impl Plan {
 /// The element that asks for no image file (DIB checks IMAGE_ELEMENT for it).
 pub const NO_FINAL_IMAGE: &str = "no-final-image";
 
+/// The element that deploys the ostree commit into the disk image.
+pub const OSTREE_DEPLOY: &str = "ostree-deploy";
+
 /// The packages key holding the `-p` packages (installed after install.d).
 pub const EXTRA_PACKAGES: &str = "extra";
 
@@ -251,6 +254,16 @@ pub fn build_with_env(cli: &Cli, caller: &BTreeMap<String, String>) -> Result<Pl
     release::check(&resolved_env, cli.offline)?;
     release::check_arch(&resolved_env, &arch)?;
     let packages = packages(cli, &element_list, &resolved_env, &arch)?;
+    if elements.iter().any(|e| e == OSTREE_DEPLOY) {
+        check_deployable(&outputs, &settings)?;
+        if !outputs.iter().any(|o| o.kind == OutputKind::Ostree) {
+            // The deployed commit is kept where updates are served from.
+            outputs.push(OutputSpec {
+                kind: OutputKind::Ostree,
+                path: PathBuf::from(format!("{}.{}", cli.output, OutputKind::Ostree.extension())),
+            });
+        }
+    }
     let block_device = if wants_disk(&outputs) {
         Some(disk::plan(&disk::DiskInputs {
             cli,
@@ -262,6 +275,15 @@ pub fn build_with_env(cli: &Cli, caller: &BTreeMap<String, String>) -> Result<Pl
     } else {
         None
     };
+    if let Some(d) = &block_device
+        && elements.iter().any(|e| e == OSTREE_DEPLOY)
+        && d.graph.mounts().any(|(_, m)| m.mount_point == "/boot")
+    {
+        return Err(UsageError(format!(
+            "the {OSTREE_DEPLOY} element keeps the deployments' kernels in /boot of the root filesystem: a layout with a separate /boot partition is not supported yet; choose one without it (e.g. block-device-mbr or block-device-efi)"
+        ))
+        .into());
+    }
     let short = Path::new(&cli.output)
         .file_name()
         .map_or_else(|| "image".into(), |n| n.to_string_lossy().into_owned());
@@ -325,6 +347,18 @@ pub fn build_with_env(cli: &Cli, caller: &BTreeMap<String, String>) -> Result<Pl
     })
 }
 
+/// ostree-deploy fills the disk from a deployed sysroot instead of the tree.
+/// (Without a disk output it only makes the tree deployable: the update
+/// commits of a deployed image are built that way.)
+fn check_deployable(outputs: &[OutputSpec], settings: &Settings) -> Result<(), UsageError> {
+    if wants_disk(outputs) && settings.finalise != FinaliseOn::Tree {
+        return Err(UsageError(format!(
+            "the {OSTREE_DEPLOY} element fills the disk from the deployed tree: it cannot run with DIB_CREATE_FINALISE=mounted"
+        )));
+    }
+    Ok(())
+}
+
 /// The ostree output's plan, when `-t` has ostree.
 fn ostree_plan(
     cli: &Cli,
@@ -360,6 +394,8 @@ fn ostree_plan(
         elements,
         lockfile,
         created: settings.source_date_epoch.unwrap_or_else(now_secs),
+        deploy: elements.iter().any(|e| e == OSTREE_DEPLOY) && wants_disk(outputs),
+        remote_url: env.get("DIB_OSTREE_REMOTE_URL").map(String::as_str),
     })?)
 }
 

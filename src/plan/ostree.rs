@@ -56,6 +56,22 @@ pub struct GpgSign {
     pub homedir: Option<PathBuf>,
 }
 
+/// Deploying the commit into the disk (the `ostree-deploy` element).
+#[derive(Clone, Debug, Serialize)]
+pub struct DeployPlan {
+    /// The stateroot (`ostree admin os-init`): the distribution's name.
+    pub os: String,
+    /// The remote the machine upgrades from (`DIB_OSTREE_REMOTE_URL`), named
+    /// [`REMOTE`]; None: the deployment follows a local ref.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_url: Option<String>,
+    /// What the deployment follows: `origin:REF`, or `REF`.
+    pub refspec: String,
+}
+
+/// The name of the remote a deployed machine upgrades from.
+pub const REMOTE: &str = "origin";
+
 /// Everything the ostree commit needs.
 #[derive(Clone, Debug, Serialize)]
 pub struct OstreePlan {
@@ -77,6 +93,9 @@ pub struct OstreePlan {
     pub metadata: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gpg: Option<GpgSign>,
+    /// Deploy the commit into the disk image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<DeployPlan>,
 }
 
 /// What the ostree plan is made from.
@@ -94,6 +113,10 @@ pub struct Inputs<'a> {
     pub lockfile: Option<(PathBuf, String)>,
     /// The commit's time (SOURCE_DATE_EPOCH, else now).
     pub created: u64,
+    /// The `ostree-deploy` element is chosen.
+    pub deploy: bool,
+    /// `DIB_OSTREE_REMOTE_URL`.
+    pub remote_url: Option<&'a str>,
 }
 
 /// The metadata key of the element list.
@@ -135,7 +158,13 @@ pub fn plan(i: &Inputs) -> Result<Option<OstreePlan>, UsageError> {
     if let Some((_, sha)) = &i.lockfile {
         metadata.insert(META_LOCKFILE.to_string(), sha.clone());
     }
+    let deploy = if i.deploy {
+        Some(deploy_plan(i.distro, &branch, i.remote_url)?)
+    } else {
+        None
+    };
     Ok(Some(OstreePlan {
+        deploy,
         repo,
         subject: format!("{} {} {} {version}", i.distro, i.release, i.arch),
         branch,
@@ -145,6 +174,29 @@ pub fn plan(i: &Inputs) -> Result<Option<OstreePlan>, UsageError> {
         metadata,
         gpg,
     }))
+}
+
+fn deploy_plan(os: &str, branch: &str, url: Option<&str>) -> Result<DeployPlan, UsageError> {
+    let url = url.filter(|u| !u.is_empty());
+    if let Some(u) = url {
+        let scheme_ok = ["http://", "https://", "file:///"]
+            .iter()
+            .any(|s| u.starts_with(s) && u.len() > s.len());
+        if !scheme_ok || u.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(UsageError(format!(
+                "DIB_OSTREE_REMOTE_URL={}: give the URL of the ostree repository the machine upgrades from, e.g. http://updates.example.com/repo",
+                escape(u)
+            )));
+        }
+    }
+    Ok(DeployPlan {
+        os: ref_component(os),
+        remote_url: url.map(String::from),
+        refspec: match url {
+            Some(_) => format!("{REMOTE}:{branch}"),
+            None => branch.to_string(),
+        },
+    })
 }
 
 /// `<distro>/<release>/<arch>/<image>`, each part made ref-safe.
@@ -325,6 +377,8 @@ mod tests {
             elements: &[],
             lockfile: None,
             created: 1_700_000_000,
+            deploy: false,
+            remote_url: None,
         }
     }
 
@@ -397,6 +451,26 @@ mod tests {
         std::fs::write(d.path().join("config"), "[core]\n").unwrap();
         std::fs::create_dir(d.path().join("objects")).unwrap();
         assert!(plan(&inputs(&args, d.path())).is_ok());
+    }
+
+    #[test]
+    fn a_deployment_follows_the_remote_when_there_is_one() {
+        let args = OstreeArgs::default();
+        let repo = PathBuf::from("x.ostree");
+        let mut i = inputs(&args, &repo);
+        i.deploy = true;
+        let d = plan(&i).unwrap().unwrap().deploy.unwrap();
+        assert_eq!(
+            (d.os.as_str(), d.refspec.as_str()),
+            ("debian", "debian/bookworm/amd64/app")
+        );
+        i.remote_url = Some("http://10.0.2.2:8000/repo");
+        let d = plan(&i).unwrap().unwrap().deploy.unwrap();
+        assert_eq!(d.refspec, "origin:debian/bookworm/amd64/app");
+        for bad in ["ftp://x", "http://", "http://a b", "repo"] {
+            i.remote_url = Some(bad);
+            assert!(plan(&i).is_err(), "{bad}");
+        }
     }
 
     #[test]
