@@ -483,6 +483,33 @@ const CASES: &[Case] = &[
             &["DIB_RELEASE=\"nonsense\"", "bookworm"],
         )
     },
+    Case {
+        args: &["-t", "raw"],
+        elements: &["fake-os", "ostree-deploy"],
+        ..env(
+            "ostree_remote_url_bad",
+            &[("DIB_OSTREE_REMOTE_URL", "ftp://updates")],
+            &["DIB_OSTREE_REMOTE_URL", "ftp://updates", "http://"],
+        )
+    },
+    Case {
+        args: &["-t", "raw"],
+        elements: &["fake-os", "ostree-deploy"],
+        ..env(
+            "ostree_deploy_mounted",
+            &[("DIB_CREATE_FINALISE", "mounted")],
+            &["ostree-deploy", "DIB_CREATE_FINALISE=mounted"],
+        )
+    },
+    Case {
+        args: &["-t", "raw"],
+        elements: &["fake-os", "ostree-deploy"],
+        ..layout!(
+            "ostree_deploy_separate_boot",
+            "- local_loop:\n    name: image0\n- partitioning:\n    base: image0\n    label: mbr\n    partitions:\n      - name: boot\n        size: 200MiB\n        mkfs:\n          type: ext4\n          mount:\n            mount_point: /boot\n      - name: root\n        size: 100%\n        mkfs:\n          type: ext4\n          mount:\n            mount_point: /\n",
+            &["ostree-deploy", "separate /boot"],
+        )
+    },
     // ---- more of the environment ----
     env(
         "epoch_negative",

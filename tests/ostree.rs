@@ -274,7 +274,7 @@ fn boot_and_upgrade(image: &Path, s: &Path) -> Result<serde_json::Value, Failed>
         NETWORK,
         "sudo ostree admin upgrade",
         "sudo ostree admin status",
-        "grep -c '(ostree:' /boot/syslinux/syslinux.cfg",
+        "grep -c '^LABEL ' /boot/syslinux/syslinux.cfg",
     ];
     let mut c = Command::new(env!("CARGO_BIN_EXE_dib-boot-test"));
     c.arg(image)
