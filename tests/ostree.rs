@@ -38,11 +38,16 @@ fn main() {
         Need::Tool("qemu-system-x86_64"),
         Need::Network("deb.debian.org:80"),
     ];
-    let tests = vec![trial(
-        "ostree_commit_deploy_boot_and_upgrade",
-        &needs,
-        commit_deploy_boot_and_upgrade,
-    )];
+    let tests = vec![
+        trial(
+            "ostree_commit_deploy_boot_and_upgrade",
+            &needs,
+            commit_deploy_boot_and_upgrade,
+        ),
+        // scripts/test-long, for CI's time: the same deployment on the UEFI
+        // layout (GRUB's EFI binary and the ESP copied into the sysroot).
+        trial("ostree_deploy_uefi_boots", &needs, deploy_uefi_boots).with_ignored_flag(true),
+    ];
     libtest_mimic::run(&args, tests).exit();
 }
 
@@ -216,6 +221,58 @@ fn commit_deploy_boot_and_upgrade() -> Result<(), Failed> {
     }) {
         return Err("a partial output was left".into());
     }
+    common::assert_clean(s)
+}
+
+fn deploy_uefi_boots() -> Result<(), Failed> {
+    let scratch = tempfile::Builder::new()
+        .prefix("dib-create-ostree-efi-")
+        .tempdir_in("/var/tmp")?;
+    let s = scratch.path();
+    let t = Instant::now();
+    let mut c = build(s, free_port()?);
+    c.env_remove("DIB_OSTREE_REMOTE_URL")
+        .args(["-t", "qcow2", "-o", "efi"])
+        .args(ELEMENTS)
+        .arg("block-device-efi");
+    run_ok(c)?;
+    println!(
+        "UEFI ostree-deploy build: {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    let commit = ostree(
+        &s.join("efi.ostree"),
+        &["rev-parse", "debian/bookworm/amd64/efi"],
+    )?;
+    let json = s.join("boot.json");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dib-boot-test"));
+    c.arg(s.join("efi.qcow2"))
+        .args(["--uefi", "--timeout", "600"])
+        .args(["--login", &format!("{USER}:{PASSWORD}")])
+        .arg("--json")
+        .arg(&json)
+        .args(["--run", "sudo ostree admin status"])
+        .args(["--run", "findmnt -no OPTIONS /usr"])
+        .args(["--run", "findmnt -no FSTYPE /boot/efi"]);
+    let out = c.output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "boot-test failed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+        .into());
+    }
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+    let ok = output_of(&v, 0)?.contains(&commit)
+        && output_of(&v, 1)?.starts_with("ro")
+        && output_of(&v, 2)?.trim() == "vfat";
+    if !ok {
+        return Err(format!("the UEFI deployment: {v:#}").into());
+    }
+    println!(
+        "UEFI deployment booted, login after {} s",
+        v["login_seconds"]
+    );
     common::assert_clean(s)
 }
 
