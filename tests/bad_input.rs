@@ -396,6 +396,28 @@ const CASES: &[Case] = &[
         &["--ostree-gpg-homedir", "no such directory"],
     ),
     case(
+        "ostree_parent_not_in_repository",
+        &[
+            "-t",
+            "ostree",
+            "--ostree-parent",
+            "abababababababababababababababababababababababababababababababab",
+        ],
+        &["--ostree-parent", "no such commit"],
+    ),
+    case(
+        "ostree_gpg_key_missing",
+        &[
+            "-t",
+            "ostree",
+            "--ostree-gpg-sign",
+            "NOSUCHKEY0",
+            "--ostree-gpg-homedir",
+            "{S}",
+        ],
+        &["--ostree-gpg-sign", "NOSUCHKEY0", "no key of that ID"],
+    ),
+    case(
         "ostree_gpg_home_without_key",
         &["-t", "ostree", "--ostree-gpg-homedir", "{S}"],
         &["add --ostree-gpg-sign"],
@@ -490,6 +512,15 @@ const CASES: &[Case] = &[
             "ostree_remote_url_bad",
             &[("DIB_OSTREE_REMOTE_URL", "ftp://updates")],
             &["DIB_OSTREE_REMOTE_URL", "ftp://updates", "http://"],
+        )
+    },
+    Case {
+        args: &["-t", "tar"],
+        elements: &["fake-os", "ostree-deploy"],
+        ..env(
+            "ostree_deploy_without_disk",
+            &[],
+            &["ostree-deploy", "needs a disk output", "-t qcow2,ostree"],
         )
     },
     Case {

@@ -3,7 +3,7 @@
 //!    ostree repository. The commit's checkout must be the tar's tree with
 //!    exactly the documented layout moves (every file's type, mode, owner
 //!    and content compared).
-//! 2. The same elements with one package more, `-t ostree` only, into the
+//! 2. The same elements and disk type with one package more, into the
 //!    same repository and ref, signed: few new objects, the first commit as
 //!    parent, a signature that verifies, a static delta from the parent and
 //!    the summary.
@@ -125,7 +125,7 @@ fn commit_deploy_boot_and_upgrade() -> Result<(), Failed> {
     let key = make_key(&gpg)?;
     let t = Instant::now();
     let mut c = build(s, port);
-    c.args(["-t", "ostree", "-o", "app-next", "-p", "tree"])
+    c.args(["-t", "qcow2,ostree", "-o", "app-next", "-p", "tree"])
         .args(["--ostree-repo", "app.ostree", "--ostree-ref", REF])
         .args(["--ostree-gpg-sign", &key, "--ostree-gpg-homedir"])
         .arg(&gpg)
@@ -658,6 +658,22 @@ fn compare(tar: &Path, checkout: &Path) -> Result<(), Failed> {
     for path in got.keys() {
         if !want.contains_key(path) && !added(path) {
             problems.push(format!("{path}: in the checkout, not in the tar's layout"));
+        }
+    }
+    for (link, target) in [
+        ("home", "var/home"),
+        ("root", "var/roothome"),
+        ("opt", "var/opt"),
+        ("srv", "var/srv"),
+        ("mnt", "var/mnt"),
+        ("media", "run/media"),
+        ("tmp", "sysroot/tmp"),
+        ("usr/local", "../var/usrlocal"),
+        ("ostree", "sysroot/ostree"),
+    ] {
+        match got.get(link) {
+            Some(n) if n.kind == 'l' && n.data == target => {}
+            other => problems.push(format!("{link}: not a link to {target}: {other:?}")),
         }
     }
     // The tmpfiles entries recreate /var: spot-check the dpkg database.

@@ -292,7 +292,6 @@ impl Cli {
         split_list(&self.types)
     }
 
-    /// The `-p` packages, flattened from comma lists.
     /// The ostree flags, for the plan.
     pub fn ostree_args(&self) -> crate::plan::OstreeArgs {
         crate::plan::OstreeArgs {
@@ -305,6 +304,7 @@ impl Cli {
         }
     }
 
+    /// The `-p` packages, flattened from comma lists.
     pub fn extra_packages(&self) -> Vec<String> {
         self.packages.iter().flat_map(|p| split_list(p)).collect()
     }

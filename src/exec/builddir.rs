@@ -88,7 +88,29 @@ fn remove_build_dir(path: &Path) -> anyhow::Result<()> {
                 .join(", ")
         );
     }
+    clear_immutable_deployments(path);
     fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))
+}
+
+/// ostree-deploy's sysroot: ostree marks each deployment immutable as soon as
+/// it is checked out, so a build stopped before the flag was cleared left
+/// directories that cannot be removed until it is.
+fn clear_immutable_deployments(build: &Path) {
+    let stateroots = build.join(super::execute::SYSROOT).join("ostree/deploy");
+    let Ok(roots) = fs::read_dir(&stateroots) else {
+        return;
+    };
+    for root in roots.flatten() {
+        let Ok(deps) = fs::read_dir(root.path().join("deploy")) else {
+            continue;
+        };
+        for d in deps.flatten().filter(|d| d.path().is_dir()) {
+            let _ = crate::host::Cmd::new("clearing a deployment's immutable flag", "chattr")
+                .arg("-i")
+                .arg(d.path())
+                .run();
+        }
+    }
 }
 
 /// Undoes what a killed build left in `dir` (its journal), then removes it.

@@ -23,7 +23,7 @@ use crate::report::collect::{self as report, Facts};
 /// Where the output locks live, below the build root.
 const OUTPUT_LOCKS: &str = ".output-locks";
 /// The deployed ostree sysroot (ostree-deploy), below the build directory.
-const SYSROOT: &str = "ostree-sysroot";
+pub(super) const SYSROOT: &str = "ostree-sysroot";
 use crate::phase::{Phase, Stage};
 use crate::plan::{DiskPlan, FinaliseOn, OutputKind, Plan, Source};
 use crate::rootfs::{binfmt, chroot};
@@ -147,12 +147,15 @@ fn check_can_build(plan: &Plan, host: &dyn Host) -> anyhow::Result<()> {
     check_ostree_tools(plan)
 }
 
-/// The ostree output needs ostree, and gpg to sign.
+/// The ostree output needs ostree, and gpg with its agent to sign.
 fn check_ostree_tools(plan: &Plan) -> anyhow::Result<()> {
     let Some(o) = &plan.output_options.ostree else {
         return Ok(());
     };
-    let tools = ["ostree"].into_iter().chain(o.gpg.as_ref().map(|_| "gpg"));
+    let signing = ["gpg", "gpg-agent"];
+    let tools = ["ostree"]
+        .into_iter()
+        .chain(o.gpg.iter().flat_map(|_| signing));
     for tool in tools {
         if !crate::host::tools::on_path(tool) {
             let pkg = crate::host::tools::package_for(tool).unwrap_or(tool);
@@ -316,7 +319,14 @@ impl Build<'_, '_> {
         let mut done = commit_outputs(pending, self.plan.settings.checksum)?;
         if let (Some(o), Some(c)) = (&self.plan.output_options.ostree, &self.ostree) {
             output::ostree::set_ref(self.journal.host(), &o.repo, &o.branch, &c.commit)?;
-            output::ostree::publish(self.journal.host(), o, &o.repo, c)?;
+            // Every output is in place and the ref has moved: a summary that
+            // cannot be written is worth a warning, not a failed build.
+            if let Err(e) = output::ostree::publish(self.journal.host(), o, &o.repo) {
+                log::warn(&format!(
+                    "ostree: the summary of {} was not updated ({e:#}); run `ostree summary -u` there",
+                    o.repo.display()
+                ));
+            }
             if !done.contains(&o.repo) {
                 done.push(o.repo.clone());
             }

@@ -141,3 +141,27 @@ impl Host for RealHost {
         }
     }
 }
+
+/// True when something accepts connections on the Unix socket at `path`.
+pub fn socket_answers(path: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(path).is_ok()
+}
+
+/// Whether gpg's keyring in `homedir` (None: gpg's default) holds `key`:
+/// None when gpg is not installed. Only the public keyring is read, which
+/// starts no gpg-agent.
+pub fn gpg_knows_key(homedir: Option<&Path>, key: &str) -> Option<bool> {
+    if !tools::on_path("gpg") {
+        return None;
+    }
+    let mut c = Cmd::new("looking up the signing key", "gpg");
+    if let Some(h) = homedir {
+        c = c.arg("--homedir").arg(h);
+    }
+    Some(
+        c.args(["--batch", "--list-keys", key])
+            .capture()
+            .run()
+            .is_ok(),
+    )
+}

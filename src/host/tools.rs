@@ -41,6 +41,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("zstd", "zstd"),
     ("ostree", "ostree"),
     ("gpg", "gpg"),
+    ("gpg-agent", "gpg-agent"),
     ("sudo", "sudo"),
 ];
 

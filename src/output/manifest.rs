@@ -52,7 +52,7 @@ impl OutputFile {
     /// The ostree output: the commit on `branch` of `repo`.
     pub fn ostree(repo: &Path, branch: &str, commit: &str) -> Self {
         OutputFile {
-            kind: "ostree".into(),
+            kind: crate::plan::OutputKind::Ostree.name().into(),
             file: repo
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())

@@ -59,6 +59,8 @@ const EMPTIED: &[&str] = &["proc", "sys", "dev", "run"];
 /// Kernel files in `/boot` and their names in `/usr/lib/modules/<kver>/`.
 const KERNEL_FILES: &[(&str, &str)] = &[
     ("vmlinuz-", "vmlinuz"),
+    // ppc64el's kernels are uncompressed ELF files; ostree looks for the name vmlinuz.
+    ("vmlinux-", "vmlinuz"),
     ("initrd.img-", "initramfs.img"),
     ("config-", "config"),
     ("System.map-", "System.map"),
@@ -139,20 +141,33 @@ pub fn layout(l: &Listing) -> Layout {
         }
     }
     // A special file elsewhere: its directory comes from the staging tree,
-    // where special files are removed.
-    for special in &l.special {
-        let dir = Path::new(special)
-            .parent()
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let moved = out
-            .copies
-            .iter()
-            .any(|(from, _)| Path::new(&dir).starts_with(from));
-        if !dir.is_empty() && !moved {
-            out.skip.push(format!("/{dir}"));
-            out.copies.push((dir.clone(), dir));
+    // where special files are removed. A directory already left out (or
+    // below one) needs nothing more; of nested ones the topmost is taken.
+    let covered = |dir: &Path, skip: &[String]| {
+        skip.iter()
+            .any(|k| dir.starts_with(k.trim_start_matches('/')))
+    };
+    let mut dirs: Vec<String> = l
+        .special
+        .iter()
+        .filter_map(|f| {
+            Path::new(f)
+                .parent()
+                .map(|p| p.to_string_lossy().into_owned())
+        })
+        .filter(|d| !d.is_empty() && !covered(Path::new(d), &out.skip))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let mut taken: Vec<String> = Vec::new();
+    for d in dirs {
+        if !taken.iter().any(|t| Path::new(&d).starts_with(t)) {
+            taken.push(d);
         }
+    }
+    for d in taken {
+        out.skip.push(format!("/{d}"));
+        out.copies.push((d.clone(), d));
     }
     out.skip.sort();
     out.skip.dedup();
@@ -193,6 +208,11 @@ pub fn list(tree: &Path) -> anyhow::Result<Listing> {
         }
     }
     l.special.sort();
+    if let Some(f) = l.special.iter().find(|f| !f.contains('/')) {
+        anyhow::bail!(
+            "/{f} is a device node, FIFO or socket at the top of the tree: ostree cannot store it, and the tree's root cannot be staged without it; remove it in a cleanup.d hook"
+        );
+    }
     Ok(l)
 }
 
@@ -251,6 +271,8 @@ fn stage_tree(host: &mut dyn Host, tree: &Path, stage: &Path, l: &Layout) -> any
     remove_special(stage)?;
     fs::write(&tmpfiles, tmpfiles_for(&factory)?)
         .with_context(|| format!("writing {}", tmpfiles.display()))?;
+    // Its mode is part of the commit: not the caller's umask.
+    fs::set_permissions(&tmpfiles, fs::Permissions::from_mode(0o644))?;
     mirror_dir_metadata(tree, stage, Path::new(""))
 }
 
@@ -280,6 +302,10 @@ fn mirror_dir_metadata(tree: &Path, stage: &Path, rel: &Path) -> anyhow::Result<
     } else if rel.starts_with(FACTORY_VAR) || rel.starts_with("usr/etc") {
         // Copies: cp -a kept their metadata.
         return Ok(());
+    } else {
+        // New (sysroot, usr/share/factory): fixed, not the caller's umask.
+        std::os::unix::fs::lchown(&s, Some(0), Some(0))?;
+        fs::set_permissions(&s, fs::Permissions::from_mode(0o755))?;
     }
     for e in fs::read_dir(&s).with_context(|| format!("listing {}", s.display()))? {
         let e = e?;
@@ -421,12 +447,30 @@ pub fn commit(
             cmd = cmd.arg(format!("--gpg-homedir={}", h.display()));
         }
     }
-    let commit = run_signed(host, plan.gpg.as_ref(), cmd)?;
-    host.run(
+    let commit = run_signed(host, plan.gpg.as_ref(), cmd);
+    // The base commit goes whatever happened: a failed build must not leave
+    // a whole tree of unreachable objects in a repository that is served.
+    let pruned = host.run(
         Cmd::new("removing the temporary ostree commit", "ostree")
             .args([repo_arg.as_str(), "prune"])
             .arg(format!("--delete-commit={base}")),
-    )?;
+    );
+    let commit = commit?;
+    pruned?;
+    if parent != "none" {
+        // Before the ref moves, so that a failure here changes nothing.
+        host.run(
+            Cmd::new("making the ostree static delta from the parent", "ostree")
+                .args([
+                    repo_arg.as_str(),
+                    "static-delta",
+                    "generate",
+                    "--if-not-exists",
+                ])
+                .arg(format!("--from={parent}"))
+                .arg(format!("--to={commit}")),
+        )?;
+    }
     let _ = fs::remove_dir_all(&stage);
     let _ = fs::remove_file(&skip);
     let total = count_objects(repo);
@@ -460,7 +504,7 @@ fn agent_running(host: &mut dyn Host, g: &crate::plan::GpgSign) -> bool {
         c = c.arg("--homedir").arg(h);
     }
     read(host, c.args(["--list-dirs", "agent-socket"]))
-        .is_ok_and(|p| std::os::unix::net::UnixStream::connect(p).is_ok())
+        .is_ok_and(|p| crate::host::socket_answers(Path::new(&p)))
 }
 
 /// The parent to pass to `ostree commit`: the plan's, or the ref's head.
@@ -496,34 +540,13 @@ pub fn set_ref(host: &mut dyn Host, repo: &Path, branch: &str, commit: &str) -> 
     Ok(())
 }
 
-/// Makes the new commit easy to serve: a static delta from its parent (a
-/// client one commit behind fetches one file instead of every object) and
-/// the repository's summary, signed like the commit.
-pub fn publish(
-    host: &mut dyn Host,
-    plan: &OstreePlan,
-    repo: &Path,
-    done: &Committed,
-) -> anyhow::Result<()> {
-    let repo_arg = format!("--repo={}", repo.display());
-    if done.parent != "none" {
-        host.run(
-            Cmd::new("making the ostree static delta from the parent", "ostree")
-                .args([
-                    repo_arg.as_str(),
-                    "static-delta",
-                    "generate",
-                    "--if-not-exists",
-                ])
-                .arg(format!("--from={}", done.parent))
-                .arg(format!("--to={}", done.commit)),
-        )?;
-    }
-    let mut summary = Cmd::new("updating the ostree summary", "ostree").args([
-        repo_arg.as_str(),
-        "summary",
-        "--update",
-    ]);
+/// Updates the repository's summary (signed like the commit), which clients
+/// read first, once the ref has moved. The static delta from the parent was
+/// made with the commit.
+pub fn publish(host: &mut dyn Host, plan: &OstreePlan, repo: &Path) -> anyhow::Result<()> {
+    let mut summary = Cmd::new("updating the ostree summary", "ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["summary", "--update"]);
     if let Some(g) = &plan.gpg {
         summary = summary.arg(format!("--gpg-sign={}", g.key_id));
         if let Some(h) = &g.homedir {
@@ -780,7 +803,15 @@ mod tests {
             ]
             .map(String::from)
             .to_vec(),
-            special: vec!["etc/fifo".into(), "usr/lib/x/sock".into()],
+            special: [
+                "etc/fifo",
+                "usr/lib/x/sock",
+                "usr/lib/x/y/sock",
+                "tmp/a/sock",
+                "boot/grub/fifo",
+            ]
+            .map(String::from)
+            .to_vec(),
             usr_local: true,
         }
     }
@@ -838,6 +869,12 @@ mod tests {
         // The FIFO's directory moves with /etc; the socket's is staged.
         assert!(!l.skip.iter().any(|x| x == "/etc/fifo"));
         assert!(copied("usr/lib/x", "usr/lib/x"));
+        // Every skipped path is one ostree reaches: none below another.
+        for a in &l.skip {
+            for b in &l.skip {
+                assert!(a == b || !Path::new(a).starts_with(b), "{a} is below {b}");
+            }
+        }
     }
 
     #[test]

@@ -348,10 +348,16 @@ pub fn build_with_env(cli: &Cli, caller: &BTreeMap<String, String>) -> Result<Pl
 }
 
 /// ostree-deploy fills the disk from a deployed sysroot instead of the tree.
-/// (Without a disk output it only makes the tree deployable: the update
-/// commits of a deployed image are built that way.)
+/// It needs the disk even for an update commit: the commit's /etc/fstab is
+/// the layout's, written when the disk is made, and a machine whose fstab
+/// was never edited takes the new commit's at its upgrade.
 fn check_deployable(outputs: &[OutputSpec], settings: &Settings) -> Result<(), UsageError> {
-    if wants_disk(outputs) && settings.finalise != FinaliseOn::Tree {
+    if !wants_disk(outputs) {
+        return Err(UsageError(format!(
+            "the {OSTREE_DEPLOY} element needs a disk output, also for an update commit: the commit's /etc/fstab comes from the disk layout (without it the upgraded machine would boot with an empty fstab); add the image's disk type, e.g. -t qcow2,ostree (the disk can be discarded)"
+        )));
+    }
+    if settings.finalise != FinaliseOn::Tree {
         return Err(UsageError(format!(
             "the {OSTREE_DEPLOY} element fills the disk from the deployed tree: it cannot run with DIB_CREATE_FINALISE=mounted"
         )));
@@ -394,7 +400,7 @@ fn ostree_plan(
         elements,
         lockfile,
         created: settings.source_date_epoch.unwrap_or_else(now_secs),
-        deploy: elements.iter().any(|e| e == OSTREE_DEPLOY) && wants_disk(outputs),
+        deploy: elements.iter().any(|e| e == OSTREE_DEPLOY),
         remote_url: env.get("DIB_OSTREE_REMOTE_URL").map(String::as_str),
     })?)
 }

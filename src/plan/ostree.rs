@@ -146,6 +146,7 @@ pub fn plan(i: &Inputs) -> Result<Option<OstreePlan>, UsageError> {
     };
     check_ref(&branch, i.args.branch.is_some())?;
     let parent = parse_parent(i.args.parent.as_deref())?;
+    check_parent_present(&parent, &repo)?;
     let version = i
         .args
         .version
@@ -260,7 +261,7 @@ fn check_repo(repo: &Path, given: bool) -> Result<(), UsageError> {
         "the ostree output"
     };
     let bad = |why: String| Err(UsageError(format!("{flag} {}: {why}", repo.display())));
-    match repo.symlink_metadata() {
+    match repo.metadata() {
         Ok(m) if m.is_dir() => {
             if is_repository(repo) {
                 Ok(())
@@ -306,6 +307,26 @@ fn parse_parent(p: Option<&str>) -> Result<Parent, UsageError> {
             escape(c)
         ))),
     }
+}
+
+/// A parent given by checksum must be a commit of the repository: ostree
+/// checks only its syntax, and the static delta from it would fail after the
+/// commit was written.
+fn check_parent_present(parent: &Parent, repo: &Path) -> Result<(), UsageError> {
+    let Parent::Commit(c) = parent else {
+        return Ok(());
+    };
+    let object = repo
+        .join("objects")
+        .join(&c[..2])
+        .join(format!("{}.commit", &c[2..]));
+    if object.is_file() {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "--ostree-parent {c}: no such commit in {}; give one of its commits (`ostree log REF` lists them) or none",
+        repo.display()
+    )))
 }
 
 /// The commit's time as `YYYYMMDD.HHMMSS` (UTC): versions sort by date.
@@ -354,6 +375,27 @@ fn gpg(args: &OstreeArgs) -> Result<Option<GpgSign>, UsageError> {
             "--ostree-gpg-homedir {}: no such directory; give the GnuPG home that holds the secret key",
             h.display()
         )));
+    }
+    match crate::host::gpg_knows_key(args.gpg_homedir.as_deref(), key_id) {
+        None => {
+            return Err(UsageError(
+                "--ostree-gpg-sign needs gpg, which is not installed: apt-get install gpg gpg-agent"
+                    .into(),
+            ));
+        }
+        Some(false) => {
+            let home = args
+                .gpg_homedir
+                .as_ref()
+                .map_or("gpg's default home".to_string(), |h| {
+                    h.display().to_string()
+                });
+            return Err(UsageError(format!(
+                "--ostree-gpg-sign {}: no key of that ID in {home}; `gpg --list-secret-keys` shows the keys there",
+                escape(key_id)
+            )));
+        }
+        Some(true) => {}
     }
     Ok(Some(GpgSign {
         key_id: key_id.clone(),
@@ -424,6 +466,19 @@ mod tests {
         for bad in ["", "abc", "HEAD", &"g".repeat(64)] {
             assert!(parse_parent(Some(bad)).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_parent_must_be_in_the_repository() {
+        let d = tempfile::tempdir().unwrap();
+        let c = "ab".repeat(32);
+        let p = Parent::Commit(c.clone());
+        assert!(check_parent_present(&p, d.path()).is_err());
+        let dir = d.path().join("objects/ab");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{}.commit", &c[2..])), "").unwrap();
+        assert!(check_parent_present(&p, d.path()).is_ok());
+        assert!(check_parent_present(&Parent::None, d.path()).is_ok());
     }
 
     #[test]

@@ -64,6 +64,13 @@ pub fn render_text(plan: &Plan) -> String {
             "  ostree ref {} version {} (parent: {parent}{signed})",
             o.branch, o.version
         );
+        if let Some(d) = &o.deploy {
+            let _ = writeln!(
+                s,
+                "  ostree deployed into the disk: stateroot {}, following {}",
+                d.os, d.refspec
+            );
+        }
     }
     let _ = writeln!(s, "\nhook environment (after environment.d):");
     for (k, v) in &plan.resolved_env {
