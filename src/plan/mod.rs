@@ -284,9 +284,7 @@ pub fn build_with_env(cli: &Cli, caller: &BTreeMap<String, String>) -> Result<Pl
         ))
         .into());
     }
-    let short = Path::new(&cli.output)
-        .file_name()
-        .map_or_else(|| "image".into(), |n| n.to_string_lossy().into_owned());
+    let short = image_short_name(&cli.output);
     let docker_target = cli.docker_target.clone().unwrap_or(short);
     if outputs
         .iter()
@@ -386,9 +384,7 @@ fn ostree_plan(
         None => None,
     };
     let get = |k: &str, d: &'static str| env.get(k).map_or(d, String::as_str).to_string();
-    let image = Path::new(&cli.output)
-        .file_name()
-        .map_or_else(|| "image".into(), |n| n.to_string_lossy().into_owned());
+    let image = image_short_name(&cli.output);
     Ok(ostree::plan(&ostree::Inputs {
         args: &cli.ostree_args(),
         wanted: spec.is_some(),
@@ -399,17 +395,19 @@ fn ostree_plan(
         image: &image,
         elements,
         lockfile,
-        created: settings.source_date_epoch.unwrap_or_else(now_secs),
+        created: settings
+            .source_date_epoch
+            .unwrap_or_else(crate::cache::phase::now),
         deploy: elements.iter().any(|e| e == OSTREE_DEPLOY),
         remote_url: env.get("DIB_OSTREE_REMOTE_URL").map(String::as_str),
     })?)
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+/// `-o`'s last component (`image` for a name without one).
+fn image_short_name(output: &str) -> String {
+    Path::new(output)
+        .file_name()
+        .map_or_else(|| "image".into(), |n| n.to_string_lossy().into_owned())
 }
 
 /// `--cache-prune`: the cache directory and what its phase cache keeps.
